@@ -1,0 +1,126 @@
+"""Typed server settings.
+
+Settings come from (later wins): defaults, a TOML file (``--config`` or ``MAGS_CONFIG``),
+environment variables ``MAGS_<FIELD>`` (upper case), and explicit keyword overrides (CLI
+flags, tests).  Every field is documented in ``docs/CONFIGURATION.md``; a test checks that.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError as PydanticValidationError, field_validator
+
+from mags.errors import ConfigError
+
+
+def default_data_dir() -> Path:
+    """``/var/lib/mags`` for root, else the per-user data dir."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/mags")
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "mags"
+
+
+class Settings(BaseModel):
+    """All knobs of a mags server / agent."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # --- where things live
+    data_dir: Path = Field(default_factory=default_data_dir)
+    image_dir: Path | None = None  # default: /var/lib/mags/images (shared by all data dirs)
+    database_url: str | None = None  # default: sqlite under data_dir
+
+    # --- listening
+    host: str = "127.0.0.1"
+    port: int = 8090
+    public_url: str | None = None  # how clients reach the API; default http://host:port
+
+    # --- runtime
+    runtime: Literal["auto", "namespaces", "gvisor"] = "auto"
+    pool_size: int = 2  # pre-started ephemeral sandboxes kept warm per agent
+    default_memory_mb: int = 1024
+    default_pids: int = 1024
+    default_cpus: float = 1.0
+    default_disk_gb: int = 2
+    max_disk_gb: int = 100
+    max_job_seconds: int = 3600  # wall-clock limit for a script (ephemeral and local runs)
+    network_cidr: str = "10.213.0.0/16"
+    extra_ca_dir: Path = Path("/usr/local/share/ca-certificates")
+    runsc_path: str = "runsc"
+
+    # --- jobs
+    max_script_bytes: int = 1024 * 1024
+    max_log_lines: int = 20000
+
+    # --- storage (issue 4+)
+    object_store: Literal["local", "s3"] = "local"
+    s3_endpoint: str | None = None
+    s3_bucket: str = "mags"
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    s3_region: str = "us-east-1"
+    local_workspace_retention_s: int = 600
+    sync_interval_s: int = 30
+    idle_timeout_s: int = 600
+    file_retention_s: int = 86400
+
+    @field_validator("pool_size", "default_memory_mb", "default_pids", "default_disk_gb", "max_job_seconds")
+    @classmethod
+    def _non_negative(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError("must be >= 0")
+        return v
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def images_path(self) -> Path:
+        if self.image_dir is not None:
+            return self.image_dir
+        return Path("/var/lib/mags/images") if os.geteuid() == 0 else self.data_dir / "images"
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'mags.db'}"
+
+    @property
+    def api_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def run_dir(self) -> Path:
+        """Per-agent volatile state (sandbox dirs, sockets)."""
+        return self.data_dir / "run"
+
+    @property
+    def agent_socket(self) -> Path:
+        return self.run_dir / "agent.sock"
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from file, environment and overrides; raise ConfigError on bad values."""
+    values: dict[str, Any] = {}
+    path = config_file or os.environ.get("MAGS_CONFIG")
+    if path:
+        try:
+            values.update(tomllib.loads(Path(path).read_text()))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    for name in Settings.model_fields:
+        env = os.environ.get(f"MAGS_{name.upper()}")
+        if env is not None and env != "":
+            values[name] = env
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings(**values)
+    except PydanticValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"bad setting {loc}: {first['msg']}") from exc
