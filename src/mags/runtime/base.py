@@ -98,6 +98,7 @@ class Sandbox:
         self.created_at = time.time()
         self.destroyed = False
         self.last_activity = time.monotonic()
+        self.base_env: dict[str, str] = dict(BASE_ENV)
 
     # ---------------------------------------------------------------- processes
     async def spawn(
@@ -112,7 +113,7 @@ class Sandbox:
         cols: int = 80,
     ) -> ProcessHandle:
         """Start a process inside the sandbox; ``env`` is added to the base environment."""
-        full_env = dict(BASE_ENV)
+        full_env = dict(self.base_env)
         if pty:
             full_env["TERM"] = "xterm-256color"
         if env:

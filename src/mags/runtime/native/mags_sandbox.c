@@ -930,16 +930,37 @@ static int run_launch(struct launch_opts *o) {
     return run_init();
 }
 
+/* cgexec: join cgroups, optionally mount an overlay root in a private mount namespace (so the
+   mount dies with the sandbox and never shows on the host), then exec a command (runsc). */
 static int run_cgexec(int argc, char **argv) {
     const char *dirs[16];
-    int n = 0, i = 2;
+    const char *lowers[MAX_ITEMS];
+    const char *upper = NULL, *work = NULL, *root = NULL;
+    int n = 0, nl = 0, i = 2;
     for (; i < argc; i++) {
         if (strcmp(argv[i], "--") == 0) { i++; break; }
-        if (strcmp(argv[i], "--cgroup") == 0 && i + 1 < argc && n < 16) dirs[n++] = argv[++i];
+        if (i + 1 >= argc) { errno = EINVAL; die("cgexec: %s needs a value", argv[i]); }
+        if (strcmp(argv[i], "--cgroup") == 0 && n < 16) dirs[n++] = argv[++i];
+        else if (strcmp(argv[i], "--lower") == 0 && nl < MAX_ITEMS) lowers[nl++] = argv[++i];
+        else if (strcmp(argv[i], "--upper") == 0) upper = argv[++i];
+        else if (strcmp(argv[i], "--work") == 0) work = argv[++i];
+        else if (strcmp(argv[i], "--root") == 0) root = argv[++i];
         else { errno = EINVAL; die("cgexec: unexpected %s", argv[i]); }
     }
     if (i >= argc) { errno = EINVAL; die("cgexec: no command"); }
     join_cgroups(dirs, n);
+    if (root) {
+        if (!upper || !work || nl == 0) { errno = EINVAL; die("cgexec: --root needs --upper, --work and --lower"); }
+        if (unshare(CLONE_NEWNS) < 0) die("unshare mount namespace");
+        if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) die("make / private");
+        char opts[8192];
+        size_t off = (size_t)snprintf(opts, sizeof(opts), "lowerdir=");
+        for (int k = 0; k < nl; k++)
+            off += (size_t)snprintf(opts + off, sizeof(opts) - off, "%s%s", k ? ":" : "", lowers[k]);
+        snprintf(opts + off, sizeof(opts) - off, ",upperdir=%s,workdir=%s", upper, work);
+        if (mount("overlay", root, "overlay", MS_NODEV, opts) < 0) die("mount overlay root (%s)", opts);
+    }
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
     execvp(argv[i], argv + i);
     die("exec %s", argv[i]);
 }

@@ -1,0 +1,174 @@
+"""The ``gvisor`` runtime: the same root filesystem and init, under gVisor ``runsc`` (systrap).
+
+``mags-sandbox cgexec`` joins the sandbox's cgroups (so the sentry and gofer are limited and
+accounted like any sandbox), mounts the overlay root in a private mount namespace, and execs
+``runsc run``.  The init (``mags-sandbox init``, bind-mounted read-only at ``/.mags``) is the
+container's process; its stdin/stdout are the protocol stream, exactly as for namespaces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from mags.errors import RuntimeUnavailable, SandboxError
+from mags.runtime.base import SandboxSpec
+from mags.runtime.namespaces import BaseRuntime, ManagedSandbox
+
+CAPS = [
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID",
+    "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+]
+
+
+def find_runsc(configured: str = "runsc") -> str | None:
+    path = shutil.which(configured)
+    if path is None:
+        return None
+    proc = subprocess.run([path, "--version"], capture_output=True, text=True)
+    return path if proc.returncode == 0 else None
+
+
+def runsc_supports_systrap(runsc: str) -> bool:
+    proc = subprocess.run([runsc, "help", "run"], capture_output=True, text=True)
+    flags = subprocess.run([runsc, "flags"], capture_output=True, text=True)
+    return "systrap" in (proc.stdout + proc.stderr + flags.stdout + flags.stderr)
+
+
+class GvisorRuntime(BaseRuntime):
+    """Sandboxes under gVisor: a user-space kernel between the guest and the host."""
+
+    name = "gvisor"
+
+    async def start(self) -> None:
+        runsc = find_runsc(self.settings.runsc_path)
+        if runsc is None:
+            raise RuntimeUnavailable("gVisor runsc is not installed (run scripts/setup.sh)")
+        if not runsc_supports_systrap(runsc):
+            raise RuntimeUnavailable(f"{runsc} has no systrap platform: install the bookworm-backports build")
+        self.runsc = runsc
+        if self._own_host:
+            await asyncio.to_thread(self.host.start)
+        await asyncio.to_thread(self._cleanup_state)
+        self.state_root.mkdir(parents=True, exist_ok=True)
+        await super().start()
+
+    async def close(self) -> None:
+        if self.host.slot is not None:
+            self._state_root = self.state_root
+        await super().close()
+        if self._state_root is not None:
+            await asyncio.to_thread(self._cleanup_state)
+
+    _state_root: Path | None = None
+
+    @property
+    def state_root(self) -> Path:
+        if self.host.slot is None:
+            assert self._state_root is not None
+            return self._state_root
+        return self.settings.run_dir / f"runsc-{self.host.slot.name}"
+
+    def _runsc(self, *args: str) -> list[str]:
+        return [self.runsc, "--root", str(self.state_root), *args]
+
+    def _cleanup_state(self) -> None:
+        root = self.state_root
+        if not root.exists():
+            return
+        listed = subprocess.run(self._runsc("list", "-q"), capture_output=True, text=True)
+        for cid in listed.stdout.split():
+            subprocess.run(self._runsc("delete", "--force", cid), capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+    def _oci_spec(self, spec: SandboxSpec, res: Any, binary: Path) -> dict[str, Any]:
+        def bind(src: Path | str, dst: str, ro: bool = True) -> dict[str, Any]:
+            return {"destination": dst, "type": "bind", "source": str(src), "options": ["rbind", "ro" if ro else "rw"]}
+
+        mounts: list[dict[str, Any]] = [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+             "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
+            bind(binary.parent, "/.mags"),
+            bind(res.dir / "resolv.conf", "/etc/resolv.conf"),
+            bind(res.dir / "hosts", "/etc/hosts"),
+        ]
+        mounts += [bind(b.source, b.target, b.readonly) for b in spec.binds]
+        return {
+            "ociVersion": "1.0.2",
+            "process": {
+                "terminal": False,
+                "user": {"uid": 0, "gid": 0},
+                "args": [f"/.mags/{binary.name}", "init"],
+                "env": [f"{k}={v}" for k, v in self._env().items()],
+                "cwd": "/",
+                "capabilities": {k: CAPS for k in ("bounding", "effective", "permitted", "inheritable")},
+                "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1048576, "soft": 1048576}],
+                "noNewPrivileges": True,
+            },
+            "root": {"path": str(res.dir / "root"), "readonly": False},
+            "hostname": spec.hostname,
+            "mounts": mounts,
+            "linux": {
+                "namespaces": [
+                    {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
+                    {"type": "network", "path": res.net.netns_path},
+                ],
+            },
+        }
+
+    @staticmethod
+    def _env() -> dict[str, str]:
+        from mags.runtime.base import DEFAULT_PATH
+
+        return {"PATH": DEFAULT_PATH}
+
+    async def _start(self, spec: SandboxSpec) -> ManagedSandbox:
+        res = await self.host.allocate(spec.image, spec.limits, spec.writable)
+        assert self.host.binary is not None
+        bundle = res.dir / "bundle"
+        bundle.mkdir()
+        (bundle / "config.json").write_text(json.dumps(self._oci_spec(spec, res, self.host.binary)))
+        args = [str(self.host.binary), "cgexec"]
+        for d in res.cgroup.join_dirs:
+            args += ["--cgroup", str(d)]
+        for layer in spec.layers:
+            args += ["--lower", str(layer)]
+        args += ["--lower", str(res.image.rootfs), "--upper", str(res.upper), "--work", str(res.work)]
+        args += ["--root", str(res.dir / "root"), "--"]
+        args += self._runsc(
+            "--platform=systrap", "--network=host", "--overlay2=none", "--ignore-cgroups",
+            "run", "--bundle", str(bundle), res.name,
+        )
+        log_path = res.dir.parent / f"{res.name}.log"
+        with open(log_path, "wb") as errf:
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=errf,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                await self.host.release(res)
+                raise SandboxError(f"cannot start runsc: {exc}") from exc
+        return await self._connect(spec, res, proc)
+
+    async def _teardown(self, sb: ManagedSandbox) -> None:
+        await sb.conn.shutdown()
+        try:
+            await asyncio.wait_for(sb.proc.wait(), 5.0)
+        except TimeoutError:
+            sb.proc.kill()
+            await sb.proc.wait()
+        sb.conn.close()
+        await asyncio.to_thread(
+            subprocess.run, self._runsc("delete", "--force", sb.res.name), capture_output=True
+        )
+        await self.host.release(sb.res)
+        (sb.res.dir.parent / f"{sb.res.name}.log").unlink(missing_ok=True)

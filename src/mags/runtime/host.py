@@ -1,0 +1,157 @@
+"""Host-side resources shared by every backend of one agent: slot, cgroups, network, dirs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mags.config import Settings
+from mags.errors import RuntimeUnavailable, SandboxError
+from mags.runtime import native
+from mags.runtime.base import Limits
+from mags.runtime.cgroups import Cgroup, CgroupDriver
+from mags.runtime.hostslot import HostSlot, claim_host_slot
+from mags.runtime.image import Image, resolve_image
+from mags.runtime.network import NetSlot, NetworkManager
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SandboxResources:
+    """What the host holds for one sandbox; released exactly once."""
+
+    name: str  # host-side name: cgroup, dir
+    dir: Path
+    cgroup: Cgroup
+    net: NetSlot
+    image: Image
+    upper: Path
+    work: Path
+    ephemeral_upper: bool
+    released: bool = False
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class HostEnv:
+    """Everything an agent owns on this host, namespaced by its host slot."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.slot: HostSlot | None = None
+        self.cgroups: CgroupDriver | None = None
+        self.network: NetworkManager | None = None
+        self.binary: Path | None = None
+        self._counter = 0
+
+    @property
+    def sandboxes_dir(self) -> Path:
+        assert self.slot is not None
+        return self.settings.run_dir / "sb"
+
+    @property
+    def agent_name(self) -> str:
+        assert self.slot is not None
+        return self.slot.name
+
+    def start(self) -> None:
+        if os.geteuid() != 0:
+            raise RuntimeUnavailable("the sandbox runtime needs root (namespaces, cgroups, mounts)")
+        self.binary = native.ensure_binary(self.settings.images_path.parent / "bin")
+        self.slot = claim_host_slot()
+        try:
+            self.cgroups = CgroupDriver.detect(self.slot.name)
+            n = self.cgroups.cleanup_leftovers()
+            if n:
+                log.warning("removed %d leftover sandbox cgroups of agent slot %s", n, self.slot.name)
+            self.cleanup_mounts()
+            if self.sandboxes_dir.exists():
+                shutil.rmtree(self.sandboxes_dir, ignore_errors=True)
+            self.sandboxes_dir.mkdir(parents=True, exist_ok=True)
+            self.network = NetworkManager(self.slot.index, self.settings.network_cidr)
+            self.network.start()
+        except Exception:
+            self.slot.release()
+            self.slot = None
+            raise
+
+    def close(self) -> None:
+        if self.network is not None:
+            self.network.close()
+        if self.cgroups is not None:
+            self.cgroups.cleanup_leftovers()
+            self.cgroups.remove_agent_dirs()
+        self.cleanup_mounts()
+        if self.slot is not None:
+            shutil.rmtree(self.sandboxes_dir, ignore_errors=True)
+            self.slot.release()
+            self.slot = None
+
+    def cleanup_mounts(self) -> None:
+        """Unmount anything left mounted under our run dir (gVisor roots after a crash)."""
+        prefix = str(self.settings.run_dir.resolve()) + "/"
+        try:
+            mounts = Path("/proc/self/mounts").read_text().splitlines()
+        except OSError:
+            return
+        targets = [m.split()[1].replace("\\040", " ") for m in mounts if len(m.split()) > 1]
+        for t in sorted((t for t in targets if t.startswith(prefix)), key=len, reverse=True):
+            subprocess.run(["umount", "-l", t], capture_output=True)
+
+    def new_name(self) -> str:
+        self._counter += 1
+        return f"s{os.getpid() % 100000}x{self._counter}"
+
+    async def allocate(self, image_name: str, limits: Limits, writable: Path | None) -> SandboxResources:
+        """Cgroup + network slot + dirs for a new sandbox."""
+        assert self.cgroups is not None and self.network is not None
+        image = resolve_image(self.settings, image_name)
+        name = self.new_name()
+        d = self.sandboxes_dir / name
+        net = await self.network.acquire()
+        cg: Cgroup | None = None
+        try:
+            cg = self.cgroups.create(name, limits)
+            (d / "root").mkdir(parents=True)
+            if writable is None:
+                upper, work, ephemeral = d / "upper", d / "work", True
+            else:
+                upper, work, ephemeral = writable / "upper", writable / "work", False
+            upper.mkdir(parents=True, exist_ok=True)
+            work.mkdir(parents=True, exist_ok=True)
+            (d / "resolv.conf").write_text(self.network.resolv_conf())
+            (d / "hosts").write_text(f"127.0.0.1\tlocalhost\n{net.ip}\tmags-vm\n::1\tlocalhost ip6-localhost\n")
+        except Exception:
+            if cg is not None:
+                cg.remove()
+            self.network.release(net)
+            shutil.rmtree(d, ignore_errors=True)
+            raise
+        return SandboxResources(name, d, cg, net, image, upper, work, ephemeral)
+
+    async def release(self, res: SandboxResources) -> None:
+        if res.released:
+            return
+        res.released = True
+        assert self.network is not None
+        try:
+            await asyncio.to_thread(res.cgroup.remove)
+        except SandboxError as exc:
+            log.error("sandbox %s: %s", res.name, exc)
+        self.network.release(res.net)
+        await asyncio.to_thread(shutil.rmtree, res.dir, True)
+
+
+def read_tail(path: Path, limit: int = 2000) -> str:
+    try:
+        data = path.read_bytes()[-limit:]
+    except OSError:
+        return ""
+    text = data.decode(errors="replace").strip()
+    return re.sub(r"\s+", " ", text)

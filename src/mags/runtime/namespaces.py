@@ -1,0 +1,210 @@
+"""The ``namespaces`` runtime: Linux namespaces + cgroups + overlayfs via ``mags-sandbox launch``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from mags.config import Settings
+from mags.errors import SandboxError
+from mags.runtime.base import Limits, Sandbox, SandboxSpec, SandboxStats
+from mags.runtime.host import HostEnv, SandboxResources, read_tail
+from mags.runtime.pool import WarmPool
+from mags.runtime.protocol import InitConnection
+
+log = logging.getLogger(__name__)
+HELLO_TIMEOUT = 15.0
+
+
+class ManagedSandbox(Sandbox):
+    """A sandbox whose host resources (cgroup, netns slot, dirs) belong to a HostEnv."""
+
+    def __init__(
+        self, spec: SandboxSpec, conn: InitConnection, res: SandboxResources, proc: asyncio.subprocess.Process,
+        runtime: BaseRuntime,
+    ) -> None:
+        super().__init__(spec, conn, res.net.ip)
+        self.res = res
+        self.proc = proc
+        self.runtime = runtime
+        self.base_env.update(res.image.env)
+        self._destroy_lock = asyncio.Lock()
+
+    @property
+    def image_version(self) -> str:
+        return self.res.image.version
+
+    async def stats(self) -> SandboxStats:
+        return self.res.cgroup.stats()
+
+    async def set_limits(self, limits: Limits) -> None:
+        limits.validate()
+        await asyncio.to_thread(self.res.cgroup.set_limits, limits)
+        self.spec = replace(self.spec, limits=limits)
+
+    async def freeze(self) -> None:
+        await asyncio.to_thread(self.res.cgroup.freeze)
+
+    async def thaw(self) -> None:
+        await asyncio.to_thread(self.res.cgroup.thaw)
+
+    async def destroy(self) -> None:
+        async with self._destroy_lock:
+            if self.destroyed:
+                return
+            self.destroyed = True
+            try:
+                await self.runtime._teardown(self)
+            finally:
+                self.runtime._forget(self)
+
+
+class BaseRuntime:
+    """Shared machinery of the namespaces and gVisor runtimes (pool, bookkeeping, teardown)."""
+
+    name = "base"
+
+    def __init__(self, settings: Settings, host: HostEnv | None = None) -> None:
+        self.settings = settings
+        self.host = host or HostEnv(settings)
+        self._own_host = host is None
+        self._live: dict[str, ManagedSandbox] = {}
+        self.pool = WarmPool(self._create_pooled, settings.pool_size)
+        self._pool_seq = 0
+        self.default_limits = Limits(
+            memory_mb=settings.default_memory_mb,
+            pids=settings.default_pids,
+            cpus=settings.default_cpus,
+            disk_gb=settings.default_disk_gb,
+        )
+
+    async def start(self) -> None:
+        if self._own_host:
+            await asyncio.to_thread(self.host.start)
+        assert self.host.network is not None
+        await self.host.network.prepare(max(2, self.settings.pool_size + 2))
+        self.pool.start()
+
+    async def close(self) -> None:
+        await self.pool.close()
+        await asyncio.gather(*(sb.destroy() for sb in list(self._live.values())), return_exceptions=True)
+        if self._own_host:
+            await asyncio.to_thread(self.host.close)
+
+    def sandboxes(self) -> list[Sandbox]:
+        return list(self._live.values())
+
+    def get(self, sandbox_id: str) -> ManagedSandbox | None:
+        return self._live.get(sandbox_id)
+
+    # ------------------------------------------------------------------ creation
+    def _poolable(self, spec: SandboxSpec) -> bool:
+        return spec.image == "standard" and not spec.layers and spec.writable is None and not spec.binds
+
+    async def create(self, spec: SandboxSpec) -> Sandbox:
+        spec.limits.validate()
+        if spec.sandbox_id in self._live:
+            raise SandboxError(f"sandbox {spec.sandbox_id} already exists")
+        if self._poolable(spec):
+            sb = self.pool.take()
+            while sb is not None:
+                assert isinstance(sb, ManagedSandbox)
+                if sb.image_version == self._current_image_version(spec.image):
+                    break
+                await sb.destroy()  # image was rebuilt since it was pooled
+                sb = self.pool.take()
+            if sb is not None:
+                self._live.pop(sb.id, None)
+                if spec.limits != sb.spec.limits:
+                    await sb.set_limits(spec.limits)
+                sb.spec = spec
+                sb.id = spec.sandbox_id
+                sb.created_at = time.time()
+                self._live[sb.id] = sb
+                return sb
+        sb = await self._start(spec)
+        self._live[sb.id] = sb
+        return sb
+
+    def _current_image_version(self, name: str) -> str:
+        from mags.runtime.image import resolve_image
+
+        return resolve_image(self.settings, name).version
+
+    async def _create_pooled(self) -> Sandbox:
+        self._pool_seq += 1
+        spec = SandboxSpec(sandbox_id=f"pool-{self._pool_seq}", limits=self.default_limits)
+        sb = await self._start(spec)
+        self._live[sb.id] = sb
+        return sb
+
+    def _forget(self, sb: ManagedSandbox) -> None:
+        if self._live.get(sb.id) is sb:
+            del self._live[sb.id]
+
+    async def _start(self, spec: SandboxSpec) -> ManagedSandbox:
+        raise NotImplementedError
+
+    async def _teardown(self, sb: ManagedSandbox) -> None:
+        raise NotImplementedError
+
+    async def _connect(self, spec: SandboxSpec, res: SandboxResources, proc: asyncio.subprocess.Process) -> ManagedSandbox:
+        assert proc.stdout is not None and proc.stdin is not None
+        conn = InitConnection(proc.stdout, proc.stdin)
+        try:
+            await asyncio.wait_for(asyncio.shield(conn.hello), HELLO_TIMEOUT)
+        except (TimeoutError, Exception) as exc:
+            conn.close()
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
+            await self.host.release(res)
+            detail = read_tail(res.dir.parent / f"{res.name}.log") or str(exc) or "no output"
+            raise SandboxError(f"sandbox failed to start: {detail}") from exc
+        return ManagedSandbox(spec, conn, res, proc, self)
+
+
+class NamespacesRuntime(BaseRuntime):
+    """Sandboxes isolated by Linux namespaces, cgroups, seccomp and capabilities."""
+
+    name = "namespaces"
+
+    async def _start(self, spec: SandboxSpec) -> ManagedSandbox:
+        res = await self.host.allocate(spec.image, spec.limits, spec.writable)
+        assert self.host.binary is not None
+        args = [str(self.host.binary), "launch", "--netns", res.net.netns_path, "--hostname", spec.hostname]
+        for d in res.cgroup.join_dirs:
+            args += ["--cgroup", str(d)]
+        for layer in spec.layers:
+            args += ["--lower", str(layer)]
+        args += ["--lower", str(res.image.rootfs), "--upper", str(res.upper), "--work", str(res.work)]
+        args += ["--root", str(res.dir / "root")]
+        args += ["--bind", f"{res.dir / 'resolv.conf'}:/etc/resolv.conf:ro"]
+        args += ["--bind", f"{res.dir / 'hosts'}:/etc/hosts:ro"]
+        for b in spec.binds:
+            args += ["--bind", f"{b.source}:{b.target}{':ro' if b.readonly else ''}"]
+        log_path = res.dir.parent / f"{res.name}.log"
+        with open(log_path, "wb") as errf:
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=errf,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                await self.host.release(res)
+                raise SandboxError(f"cannot start sandbox launcher: {exc}") from exc
+        return await self._connect(spec, res, proc)
+
+    async def _teardown(self, sb: ManagedSandbox) -> None:
+        await sb.conn.shutdown()
+        try:
+            await asyncio.wait_for(sb.proc.wait(), 3.0)
+        except TimeoutError:
+            sb.proc.kill()
+            await sb.proc.wait()
+        sb.conn.close()
+        await self.host.release(sb.res)
+        Path(sb.res.dir.parent / f"{sb.res.name}.log").unlink(missing_ok=True)
