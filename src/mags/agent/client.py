@@ -1,0 +1,78 @@
+"""``HttpAgentClient``: the control plane's handle on an agent, over HTTP (unix socket or TCP)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from mags.agent.models import (
+    AgentEvent,
+    AgentHealth,
+    ExecRequest,
+    ExecResult,
+    SandboxInfo,
+    SandboxRequest,
+    StopRequest,
+)
+from mags.errors import AgentError, MagsError
+
+
+class HttpAgentClient:
+    """Implements ``AgentClient`` against an agent's HTTP API."""
+
+    def __init__(self, agent_id: str, base_url: str = "http://agent", uds: str | None = None) -> None:
+        self.agent_id = agent_id
+        transport = httpx.AsyncHTTPTransport(uds=uds) if uds else None
+        self._http = httpx.AsyncClient(
+            base_url=base_url, transport=transport, timeout=httpx.Timeout(30.0, read=None)
+        )
+
+    async def _call(self, method: str, path: str, json: Any = None, timeout: float | None = 600.0) -> Any:
+        try:
+            resp = await self._http.request(method, path, json=json, timeout=timeout)
+        except httpx.HTTPError as exc:
+            raise AgentError(f"agent {self.agent_id} unreachable: {exc}") from exc
+        if resp.status_code >= 400:
+            try:
+                msg = resp.json().get("error", resp.text)
+            except ValueError:
+                msg = resp.text
+            raise MagsError(msg, status_code=resp.status_code)
+        return resp.json()
+
+    async def health(self) -> AgentHealth:
+        return AgentHealth.model_validate(await self._call("GET", "/v1/health", timeout=10))
+
+    async def create_sandbox(self, req: SandboxRequest) -> SandboxInfo:
+        return SandboxInfo.model_validate(await self._call("POST", "/v1/sandboxes", req.model_dump()))
+
+    async def get_sandbox(self, sandbox_id: str) -> SandboxInfo:
+        return SandboxInfo.model_validate(await self._call("GET", f"/v1/sandboxes/{sandbox_id}"))
+
+    async def list_sandboxes(self) -> list[SandboxInfo]:
+        data = await self._call("GET", "/v1/sandboxes")
+        return [SandboxInfo.model_validate(s) for s in data["sandboxes"]]
+
+    async def exec(self, sandbox_id: str, req: ExecRequest) -> ExecResult:
+        data = await self._call("POST", f"/v1/sandboxes/{sandbox_id}/exec", req.model_dump(), timeout=req.timeout + 30)
+        return ExecResult.model_validate(data)
+
+    async def stop_sandbox(self, sandbox_id: str, req: StopRequest) -> SandboxInfo:
+        return SandboxInfo.model_validate(await self._call("POST", f"/v1/sandboxes/{sandbox_id}/stop", req.model_dump()))
+
+    async def events(self, after: int = 0) -> AsyncIterator[AgentEvent]:
+        """Stream events with seq > after until the connection drops (raises AgentError then)."""
+        try:
+            async with self._http.stream("GET", "/v1/events", params={"after": after}, timeout=None) as resp:
+                if resp.status_code != 200:
+                    raise AgentError(f"agent {self.agent_id} event stream answered {resp.status_code}")
+                async for line in resp.aiter_lines():
+                    if line.strip():
+                        yield AgentEvent.model_validate_json(line)
+        except httpx.HTTPError as exc:
+            raise AgentError(f"agent {self.agent_id} event stream lost: {exc}") from exc
+
+    async def close(self) -> None:
+        await self._http.aclose()
