@@ -1,0 +1,404 @@
+"""``AsyncMags``: the asyncio twin of :class:`mags.sdk.sync.Mags` (same methods, awaitable)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+
+from mags.errors import ClientError
+from mags.sdk import endpoints as ep
+from mags.sdk import flows
+from mags.sdk.base import (
+    API_PREFIX,
+    MAX_STREAM_DROPS,
+    STREAM_READ_TIMEOUT_S,
+    Call,
+    Emit,
+    Flow,
+    LogDeduper,
+    Sleep,
+    StreamEvent,
+    T,
+    build_cron_payload,
+    build_job_update,
+    build_run_payload,
+    check_id,
+    decode,
+    new_payload,
+    timed_out,
+    transport_failed,
+    unreachable,
+)
+from mags.sdk.common import ClientConfig, is_event_stream
+from mags.sdk.sse import SSEDecoder, to_stream_event
+
+
+class AsyncMags:
+    """Asyncio client of a mags server; see :class:`mags.sdk.sync.Mags` for the semantics.
+
+    Use ``async with AsyncMags() as m: await m.run_and_wait("echo hi")``.
+    """
+
+    def __init__(
+        self,
+        api_token: str | None = None,
+        api_url: str | None = None,
+        timeout: float = 30.0,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._cfg = ClientConfig.create(api_token, api_url, timeout)
+        self.api_url, self.api_token, self.timeout = self._cfg.api_url, self._cfg.api_token, timeout
+        self._client = httpx.AsyncClient(
+            base_url=self.api_url + API_PREFIX,
+            headers=self._cfg.headers(),
+            timeout=timeout,
+            transport=transport,
+        )
+        self._sleep = asyncio.sleep
+
+    # ------------------------------------------------------------------ lifecycle
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self._client.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"AsyncMags(api_url={self.api_url!r})"
+
+    # ------------------------------------------------------------------ transport
+    async def _call(self, call: Call) -> Any:
+        timeout = self._cfg.timeout_for(call)
+        try:
+            if call.upload is not None:
+                # Opening is instant; httpx then reads the file in 64 KiB chunks while sending.
+                with open(call.upload, "rb") as fh:  # noqa: ASYNC230
+                    files = {"file": (call.upload.name, fh, "application/octet-stream")}
+                    resp = await self._client.request(call.method, call.path, files=files, timeout=timeout)
+            else:
+                resp = await self._client.request(
+                    call.method, call.path, params=call.params, json=call.json, timeout=timeout
+                )
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise unreachable(self.api_url) from exc
+        except httpx.TimeoutException as exc:
+            raise timed_out(self.api_url, self.timeout + call.extra_timeout) from exc
+        except httpx.TransportError as exc:
+            raise transport_failed(self.api_url, str(exc) or type(exc).__name__) from exc
+        return decode(
+            resp.status_code, resp.content, has_token=self._cfg.has_token, not_found_ok=call.not_found_ok
+        )
+
+    async def _drive(self, flow: Flow[T]) -> T:
+        """Run a flow's calls and sleeps to its return value."""
+        reply: Any = None
+        try:
+            while True:
+                step = flow.send(reply)
+                reply = None
+                if isinstance(step, Call):
+                    reply = await self._call(step)
+                elif isinstance(step, Sleep):
+                    await self._sleep(step.seconds)
+                else:
+                    raise TypeError(f"unexpected step {step!r}")
+        except StopIteration as stop:
+            return stop.value
+        finally:
+            flow.close()
+
+    async def _stream(self, flow: Flow[None]) -> AsyncIterator[Any]:
+        """Run a streaming flow; yield what it emits."""
+        reply: Any = None
+        try:
+            while True:
+                try:
+                    step = flow.send(reply)
+                except StopIteration:
+                    return
+                reply = None
+                if isinstance(step, Call):
+                    reply = await self._call(step)
+                elif isinstance(step, Sleep):
+                    await self._sleep(step.seconds)
+                elif isinstance(step, Emit):
+                    yield step.item
+        finally:
+            flow.close()
+
+    # ------------------------------------------------------------------ jobs
+    async def run(
+        self,
+        script: str,
+        *,
+        name: str | None = None,
+        workspace_id: str | None = None,
+        base_workspace_id: str | None = None,
+        persistent: bool = False,
+        no_sleep: bool = False,
+        ephemeral: bool = False,
+        startup_command: str | None = None,
+        environment: dict[str, str] | None = None,
+        file_ids: list[str] | None = None,
+        disk_gb: int | None = None,
+        no_sync: bool = False,
+        rootfs_type: str | None = None,
+    ) -> dict:
+        """Submit a job; return ``{"request_id": ..., "status": "accepted"}`` at once."""
+        payload = build_run_payload(
+            script, name=name, workspace_id=workspace_id, base_workspace_id=base_workspace_id,
+            persistent=persistent, no_sleep=no_sleep, ephemeral=ephemeral,
+            startup_command=startup_command, environment=environment, file_ids=file_ids,
+            disk_gb=disk_gb, no_sync=no_sync, rootfs_type=rootfs_type,
+        )  # fmt: skip
+        return await self._call(ep.submit_job(payload))
+
+    async def run_and_wait(
+        self, script: str, *, timeout: float | None = 300.0, poll_interval: float = 1.0, **opts: Any
+    ) -> dict:
+        """Submit a job and block until its script ends (long-poll, no fixed-interval polling).
+
+        Returns ``request_id, status, exit_code, duration_ms, logs``; ``timeout=None`` waits
+        forever.  ``opts`` are the keyword options of :meth:`run`.
+        """
+        payload = build_run_payload(script, **opts)
+        return await self._drive(flows.run_and_wait(payload, timeout=timeout, poll_interval=poll_interval))
+
+    async def wait(
+        self, request_id: str, *, timeout: float | None = 300.0, poll_interval: float = 1.0
+    ) -> dict:
+        """Block until a submitted job's script ends; same answer as :meth:`run_and_wait`."""
+        check_id("request_id", request_id)
+        return await self._drive(flows.wait_result(request_id, timeout=timeout, poll_interval=poll_interval))
+
+    async def new(
+        self,
+        name: str,
+        *,
+        persistent: bool = False,
+        base_workspace_id: str | None = None,
+        disk_gb: int | None = None,
+        timeout: float = 30.0,
+        poll_interval: float = 1.0,
+        file_ids: list[str] | None = None,
+    ) -> dict:
+        """Create a sandbox named ``name`` and wait until it runs (``mags new <name> [-p]``).
+
+        Local disk only unless ``persistent=True``.  Returns ``{"request_id", "status", ...}``.
+        """
+        payload = new_payload(name, persistent, base_workspace_id, disk_gb, file_ids)
+        return await self._drive(flows.new(name, payload, timeout=timeout, poll_interval=poll_interval))
+
+    async def exec(self, name_or_id: str, command: str, *, timeout: int = 30) -> dict:
+        """Run ``command`` in a running/sleeping sandbox; return ``exit_code, output, stderr``."""
+        return await self._drive(flows.exec_(name_or_id, command, timeout=timeout))
+
+    async def stop(self, name_or_id: str) -> dict:
+        """Stop a job (name, workspace or id); persistent workspaces are synced first."""
+        return await self._drive(flows.post_to_job(name_or_id, "stop"))
+
+    async def sync(self, name_or_id: str) -> dict:
+        """Sync a job's workspace to object storage now; the sandbox keeps running."""
+        return await self._drive(flows.post_to_job(name_or_id, "sync"))
+
+    async def find_job(self, name_or_id: str) -> dict | None:
+        """Find a job by name, workspace or id, preferring running/sleeping ones; ``None`` if none."""
+        return await self._drive(flows.find_job(name_or_id))
+
+    async def url(self, name_or_id: str, *, port: int = 8080) -> dict:
+        """Enable public URL access to ``port`` of a job's sandbox; the answer has ``url``."""
+        return await self._drive(flows.url(name_or_id, port=port))
+
+    async def resize(
+        self, workspace: str, disk_gb: int, *, timeout: float = 30.0, poll_interval: float = 1.0
+    ) -> dict:
+        """Give a workspace a ``disk_gb`` disk: stop its sandbox, start a new persistent one."""
+        payload = new_payload(workspace, True, None, disk_gb, None)
+        return await self._drive(
+            flows.resize(workspace, payload, timeout=timeout, poll_interval=poll_interval)
+        )
+
+    async def status(self, request_id: str) -> dict:
+        """A job's status dict."""
+        return await self._call(ep.job_status(request_id))
+
+    async def logs(self, request_id: str) -> dict:
+        """``{"logs": [{"timestamp", "source", "message"}...]}``."""
+        return await self._call(ep.job_logs(request_id))
+
+    async def list_jobs(self, *, page: int = 1, page_size: int = 20) -> dict:
+        """``{"jobs": [...], "total", "page", "page_size"}``, newest first."""
+        return await self._call(ep.list_jobs(page, page_size))
+
+    async def update_job(
+        self, request_id: str, *, startup_command: str | None = None, no_sleep: bool | None = None
+    ) -> dict:
+        """Change ``startup_command`` and/or ``no_sleep`` of a job (id or name); return the job."""
+        body = build_job_update(startup_command=startup_command, no_sleep=no_sleep)
+        return await self._drive(flows.update_job(request_id, body))
+
+    async def enable_access(self, request_id: str, *, port: int = 8080) -> dict:
+        """Port 22: SSH access details; any other port: a public URL."""
+        return await self._call(ep.enable_access(request_id, port))
+
+    async def usage(self, *, window_days: int = 30) -> dict:
+        """Aggregated usage: ``total_jobs``, ``vm_seconds``, ..."""
+        return await self._call(ep.usage(window_days))
+
+    # ------------------------------------------------------------------ logs streaming
+    async def follow_events(
+        self, request_id: str, *, poll_interval: float = 1.0
+    ) -> AsyncIterator[StreamEvent]:
+        """Stream a job live: ``StreamEvent("log", entry)``... then ``StreamEvent("end", status)``."""
+        check_id("request_id", request_id)
+        dedupe, drops = LogDeduper(), 0
+        while True:
+            progressed = timed_out_quietly = False
+            try:
+                async with self._client.stream(
+                    "GET",
+                    f"/mags-jobs/{request_id}/logs",
+                    params=ep.follow_params(dedupe.last_seq),
+                    headers={"Accept": "text/event-stream"},
+                    timeout=httpx.Timeout(self.timeout, read=STREAM_READ_TIMEOUT_S),
+                ) as resp:
+                    if resp.status_code >= 400 or not is_event_stream(resp.headers):
+                        await resp.aread()
+                        initial = decode(resp.status_code, resp.content, has_token=self._cfg.has_token)
+                        poll = flows.poll_logs(
+                            request_id, dedupe, initial=initial, poll_interval=poll_interval
+                        )
+                        async for item in self._stream(poll):
+                            yield item
+                        return
+                    dedupe.restart()
+                    decoder = SSEDecoder()
+                    async for line in resp.aiter_lines():
+                        msg = decoder.feed(line)
+                        event = to_stream_event(msg) if msg is not None else None
+                        if event is None:
+                            continue
+                        if event.kind == "end":
+                            yield event
+                            return
+                        if dedupe.accept(event.data):
+                            progressed = True
+                            yield event
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                raise unreachable(self.api_url) from exc
+            except httpx.ReadTimeout:
+                timed_out_quietly = True
+            except (httpx.ReadError, httpx.RemoteProtocolError):
+                pass
+            drops = 0 if progressed or timed_out_quietly else drops + 1
+            if drops > MAX_STREAM_DROPS:
+                raise ClientError(f"log stream of job {request_id} keeps closing without an end event")
+            if drops:
+                await self._sleep(min(0.1 * 2**drops, 2.0))
+
+    async def follow_logs(self, request_id: str) -> AsyncIterator[dict]:
+        """Yield a job's log entries live until it ends (the final status is not yielded)."""
+        async for event in self.follow_events(request_id):
+            if event.kind == "end":
+                return
+            yield event.data
+
+    # ------------------------------------------------------------------ files & workspaces
+    async def upload_file(self, file_path: str | Path) -> str:
+        """Upload a file (streamed from disk, max 100 MB); return its ``file_id``."""
+        answer = await self._call(ep.upload(file_path))
+        return answer["file_id"]
+
+    async def upload_files(self, file_paths: list[str | Path]) -> list[str]:
+        """Upload several files; return their ids in order."""
+        return [await self.upload_file(p) for p in file_paths]
+
+    async def list_workspaces(self) -> dict:
+        """``{"workspaces": [...], "total": N}``."""
+        return await self._call(ep.list_workspaces())
+
+    async def delete_workspace(self, workspace_id: str) -> dict:
+        """Delete a workspace and its stored data (409 while a job uses it)."""
+        return await self._call(ep.delete_workspace(workspace_id))
+
+    # ------------------------------------------------------------------ URL aliases
+    async def url_alias_create(self, subdomain: str, workspace_id: str, domain: str | None = None) -> dict:
+        """Give a workspace a stable URL ``<subdomain>.<domain>``; returns ``id, subdomain, url``."""
+        return await self._call(ep.url_alias_create(subdomain, workspace_id, domain))
+
+    async def url_alias_list(self) -> dict:
+        """``{"aliases": [...], "total": N}``."""
+        return await self._call(ep.url_alias_list())
+
+    async def url_alias_delete(self, subdomain: str) -> dict:
+        """Remove a URL alias."""
+        return await self._call(ep.url_alias_delete(subdomain))
+
+    # ------------------------------------------------------------------ cron
+    async def cron_create(
+        self,
+        name: str,
+        cron_expression: str,
+        script: str,
+        *,
+        workspace_id: str | None = None,
+        environment: dict[str, str] | None = None,
+        persistent: bool = False,
+    ) -> dict:
+        """Schedule ``script`` on a 5-field cron expression; return the cron job."""
+        payload = build_cron_payload(
+            name,
+            cron_expression,
+            script,
+            workspace_id=workspace_id,
+            environment=environment,
+            persistent=persistent,
+        )
+        return await self._call(ep.cron_create(payload))
+
+    async def cron_list(self) -> dict:
+        """``{"cron_jobs": [...]}``."""
+        return await self._call(ep.cron_list())
+
+    async def cron_get(self, cron_id: str) -> dict:
+        """One cron job."""
+        return await self._call(ep.cron_get(cron_id))
+
+    async def cron_update(self, cron_id: str, **updates: Any) -> dict:
+        """Change any field of a cron job, e.g. ``enabled=False``."""
+        return await self._call(ep.cron_update(cron_id, updates))
+
+    async def cron_delete(self, cron_id: str) -> dict:
+        """Delete a cron job."""
+        return await self._call(ep.cron_delete(cron_id))
+
+    # ------------------------------------------------------------------ auth (mags extensions)
+    async def whoami(self) -> dict:
+        """``{"user", "admin", "token_name"}`` of the current token."""
+        return await self._call(ep.whoami())
+
+    async def token_create(
+        self, *, name: str | None = None, user: str | None = None, admin: bool = False
+    ) -> dict:
+        """Create an API token (admins may create them for other users); the secret is in ``token``."""
+        return await self._call(ep.token_create(name, user, admin))
+
+    async def token_list(self) -> dict:
+        """``{"tokens": [...]}`` (never the secrets)."""
+        return await self._call(ep.token_list())
+
+    async def token_revoke(self, token_id: str) -> dict:
+        """Revoke a token."""
+        return await self._call(ep.token_revoke(token_id))
