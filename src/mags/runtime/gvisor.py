@@ -12,13 +12,15 @@ import asyncio
 import json
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from mags.errors import RuntimeUnavailable, SandboxError
-from mags.runtime.base import SandboxSpec
+from mags.runtime.base import Limits, SandboxSpec
 from mags.runtime.namespaces import BaseRuntime, ManagedSandbox
 
+GVISOR_THREAD_HEADROOM = 256
 CAPS = [
     "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID",
     "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
@@ -110,7 +112,10 @@ class GvisorRuntime(BaseRuntime):
                 "env": [f"{k}={v}" for k, v in self._env().items()],
                 "cwd": "/",
                 "capabilities": {k: CAPS for k in ("bounding", "effective", "permitted", "inheritable")},
-                "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1048576, "soft": 1048576}],
+                "rlimits": [
+                    {"type": "RLIMIT_NOFILE", "hard": 1048576, "soft": 1048576},
+                    {"type": "RLIMIT_NPROC", "hard": spec.limits.pids, "soft": spec.limits.pids},
+                ],
                 "noNewPrivileges": True,
             },
             "root": {"path": str(res.dir / "root"), "readonly": False},
@@ -124,6 +129,11 @@ class GvisorRuntime(BaseRuntime):
             },
         }
 
+    def host_limits(self, limits: Limits) -> Limits:
+        # the sentry and gofer are Go programs with their own threads (host pids); guest
+        # processes are capped by RLIMIT_NPROC inside gVisor
+        return replace(limits, pids=limits.pids + GVISOR_THREAD_HEADROOM)
+
     @staticmethod
     def _env() -> dict[str, str]:
         from mags.runtime.base import DEFAULT_PATH
@@ -131,7 +141,7 @@ class GvisorRuntime(BaseRuntime):
         return {"PATH": DEFAULT_PATH}
 
     async def _start(self, spec: SandboxSpec) -> ManagedSandbox:
-        res = await self.host.allocate(spec.image, spec.limits, spec.writable)
+        res = await self.host.allocate(spec.image, self.host_limits(spec.limits), spec.writable)
         assert self.host.binary is not None
         bundle = res.dir / "bundle"
         bundle.mkdir()

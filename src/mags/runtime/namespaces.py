@@ -42,7 +42,7 @@ class ManagedSandbox(Sandbox):
 
     async def set_limits(self, limits: Limits) -> None:
         limits.validate()
-        await asyncio.to_thread(self.res.cgroup.set_limits, limits)
+        await asyncio.to_thread(self.res.cgroup.set_limits, self.runtime.host_limits(limits))
         self.spec = replace(self.spec, limits=limits)
 
     async def freeze(self) -> None:
@@ -101,6 +101,10 @@ class BaseRuntime:
         return self._live.get(sandbox_id)
 
     # ------------------------------------------------------------------ creation
+    def host_limits(self, limits: Limits) -> Limits:
+        """The cgroup limits that give a sandbox the requested limits (backends add overhead)."""
+        return limits
+
     def _poolable(self, spec: SandboxSpec) -> bool:
         return spec.image == "standard" and not spec.layers and spec.writable is None and not spec.binds
 
@@ -173,7 +177,7 @@ class NamespacesRuntime(BaseRuntime):
     name = "namespaces"
 
     async def _start(self, spec: SandboxSpec) -> ManagedSandbox:
-        res = await self.host.allocate(spec.image, spec.limits, spec.writable)
+        res = await self.host.allocate(spec.image, self.host_limits(spec.limits), spec.writable)
         assert self.host.binary is not None
         args = [str(self.host.binary), "launch", "--netns", res.net.netns_path, "--hostname", spec.hostname]
         for d in res.cgroup.join_dirs:
