@@ -1,0 +1,56 @@
+"""``create_app``: the FastAPI application, built from its collaborators (no globals)."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from fastapi import FastAPI
+
+from mags.api.auth import make_auth
+from mags.api.errors import install_error_handlers
+from mags.api.health import health_router
+from mags.api.jobs import jobs_router
+from mags.api.tokens import tokens_router
+from mags.config import Settings
+from mags.core.db import Database
+from mags.core.notify import JobNotifier
+from mags.core.tokens import TokenStore
+from mags.scheduler.control import JobController
+
+API_PREFIX = "/api/v1"
+
+
+def mags_version() -> str:
+    try:
+        return version("mags")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0.0.0"
+
+
+def create_app(
+    settings: Settings,
+    db: Database,
+    controller: JobController,
+    notifier: JobNotifier,
+    *,
+    tokens: TokenStore | None = None,
+) -> FastAPI:
+    """The REST API (``/api/v1``) over ``db``; jobs are submitted and stopped via ``controller``."""
+    tokens = tokens or TokenStore(db, controller.clock)
+    ver = mags_version()
+    app = FastAPI(
+        title="mags",
+        version=ver,
+        docs_url=f"{API_PREFIX}/docs",
+        redoc_url=None,
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
+    install_error_handlers(app)
+    auth = make_auth(tokens)
+    app.include_router(health_router(ver), prefix=API_PREFIX)
+    app.include_router(tokens_router(tokens, auth), prefix=API_PREFIX)
+    app.include_router(jobs_router(settings, controller, notifier, auth), prefix=API_PREFIX)
+    app.state.settings = settings
+    app.state.tokens = tokens
+    return app

@@ -1,0 +1,214 @@
+"""Validation of job submissions (``POST /mags-jobs``) and job updates (``PATCH``).
+
+Every rule answers 400 with a sentence saying what to change (413 for sizes).  Fields the
+contract lists but this server cannot honour yet are refused, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from mags.config import Settings
+from mags.core.ids import new_request_id
+from mags.core.jobs import NewJob
+from mags.errors import PayloadTooLarge, ValidationError
+
+JOB_FIELDS = frozenset(
+    {
+        "script",
+        "type",
+        "name",
+        "workspace_id",
+        "base_workspace_id",
+        "persistent",
+        "no_sleep",
+        "no_sync",
+        "ephemeral",
+        "startup_command",
+        "environment",
+        "file_ids",
+        "disk_gb",
+        "rootfs_type",
+    }
+)
+PATCH_FIELDS = frozenset({"startup_command", "no_sleep"})
+KNOWN_IMAGES = ("standard",)
+
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+MAX_ENV_VARS = 1000
+MAX_ENV_BYTES = 256 * 1024
+
+
+def _opt_bool(body: dict[str, Any], key: str) -> bool:
+    value = body.get(key)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise ValidationError(f"{key} must be true or false")
+    return value
+
+
+def _opt_name(body: dict[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not NAME_RE.fullmatch(value):
+        raise ValidationError(
+            f"{key} must be 1-63 characters of letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+def _text(value: Any, key: str, limit: int) -> str:
+    if not isinstance(value, str):
+        raise ValidationError(f"{key} must be a string")
+    if "\x00" in value:
+        raise ValidationError(f"{key} must not contain NUL characters")
+    if len(value.encode("utf-8", "surrogatepass")) > limit:
+        raise PayloadTooLarge(f"{key} is larger than {limit} bytes")
+    return value
+
+
+def parse_startup_command(value: Any, settings: Settings) -> str | None:
+    if value is None or value == "":
+        return None
+    return _text(value, "startup_command", settings.max_script_bytes)
+
+
+def parse_environment(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    message = "environment must be an object of string to string"
+    if not isinstance(value, dict):
+        raise ValidationError(message)
+    if len(value) > MAX_ENV_VARS:
+        raise ValidationError(f"environment has more than {MAX_ENV_VARS} variables")
+    size = 0
+    for key, val in value.items():
+        if not isinstance(val, str):
+            raise ValidationError(f"{message} (value of {key} is not a string)")
+        if not ENV_KEY_RE.fullmatch(key):
+            raise ValidationError(
+                f"environment variable name {key!r} is invalid: use letters, digits and '_', "
+                "not starting with a digit"
+            )
+        if "\x00" in val:
+            raise ValidationError(f"environment variable {key} must not contain NUL characters")
+        size += len(key) + len(val.encode("utf-8", "surrogatepass")) + 2
+    if size > MAX_ENV_BYTES:
+        raise PayloadTooLarge(f"environment is larger than {MAX_ENV_BYTES} bytes")
+    return dict(value)
+
+
+def parse_new_job(body: dict[str, Any], settings: Settings) -> NewJob:
+    """Validate a submission; returns the job to store."""
+    unknown = sorted(set(body) - JOB_FIELDS)
+    if unknown:
+        raise ValidationError(f"unknown field{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}")
+
+    script = body.get("script")
+    if script is None:
+        raise ValidationError("script is required")
+    script = _text(script, "script", settings.max_script_bytes)
+    if not script.strip():
+        raise ValidationError("script must not be empty")
+
+    job_type = body.get("type")
+    if job_type not in (None, "", "inline"):
+        raise ValidationError('type must be "inline"')
+
+    name = _opt_name(body, "name")
+    workspace_id = _opt_name(body, "workspace_id")
+    base_workspace_id = _opt_name(body, "base_workspace_id")
+    persistent = _opt_bool(body, "persistent")
+    no_sleep = _opt_bool(body, "no_sleep")
+    no_sync = _opt_bool(body, "no_sync")
+    ephemeral = _opt_bool(body, "ephemeral")
+    startup_command = parse_startup_command(body.get("startup_command"), settings)
+    environment = parse_environment(body.get("environment"))
+
+    file_ids = body.get("file_ids")
+    if file_ids is None:
+        file_ids = []
+    if not isinstance(file_ids, list) or not all(isinstance(f, str) for f in file_ids):
+        raise ValidationError("file_ids must be a list of strings")
+
+    disk_gb = body.get("disk_gb")
+    if disk_gb is not None and (
+        isinstance(disk_gb, bool) or not isinstance(disk_gb, int) or not 1 <= disk_gb <= settings.max_disk_gb
+    ):
+        raise ValidationError(f"disk_gb must be an integer between 1 and {settings.max_disk_gb}")
+
+    rootfs_type = body.get("rootfs_type")
+    if rootfs_type is None or rootfs_type == "":
+        rootfs_type = "standard"
+    if rootfs_type not in KNOWN_IMAGES:
+        raise ValidationError(f"rootfs_type must be one of: {', '.join(KNOWN_IMAGES)}")
+
+    if ephemeral:
+        clash = [
+            k
+            for k, v in (
+                ("workspace_id", workspace_id),
+                ("persistent", persistent),
+                ("base_workspace_id", base_workspace_id),
+            )
+            if v
+        ]
+        if clash:
+            raise ValidationError(f"ephemeral cannot be combined with {' or '.join(clash)}")
+    if no_sleep and not persistent:
+        raise ValidationError("no_sleep requires persistent")
+    if file_ids:
+        raise ValidationError("file_ids is not supported yet")
+    if base_workspace_id:
+        raise ValidationError("base_workspace_id is not supported yet")
+
+    request_id = new_request_id()
+    if persistent and workspace_id is None:
+        # `mags run -p` without -w: the VM still needs a workspace to keep; name it after the
+        # job's name, or after the job itself
+        workspace_id = name or f"job-{request_id[:8]}"
+
+    return NewJob(
+        request_id=request_id,
+        script=script,
+        name=name,
+        workspace_id=workspace_id,
+        base_workspace_id=base_workspace_id,
+        persistent=persistent,
+        no_sleep=no_sleep,
+        no_sync=no_sync,
+        ephemeral=ephemeral,
+        startup_command=startup_command,
+        environment=environment,
+        file_ids=file_ids,
+        disk_gb=disk_gb,
+        rootfs_type=rootfs_type,
+    )
+
+
+def parse_job_update(body: dict[str, Any], settings: Settings, persistent: bool) -> dict[str, Any]:
+    """Validate a PATCH; returns the columns to change."""
+    unknown = sorted(set(body) - PATCH_FIELDS)
+    if unknown:
+        raise ValidationError(
+            f"unknown field{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)} "
+            "(only startup_command and no_sleep can be changed)"
+        )
+    values: dict[str, Any] = {}
+    if "startup_command" in body:
+        values["startup_command"] = parse_startup_command(body["startup_command"], settings)
+    if "no_sleep" in body:
+        no_sleep = body["no_sleep"]
+        if not isinstance(no_sleep, bool):
+            raise ValidationError("no_sleep must be true or false")
+        if no_sleep and not persistent:
+            raise ValidationError("no_sleep requires a persistent job")
+        values["no_sleep"] = no_sleep
+    if not values:
+        raise ValidationError("nothing to update: send startup_command and/or no_sleep")
+    return values

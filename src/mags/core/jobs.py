@@ -1,0 +1,185 @@
+"""Job rows: create, read (always scoped to a user), list, logs, history, settings, usage."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import and_, case, func, insert, select, update
+from sqlalchemy.engine import Row
+
+from mags.core.db import Database
+from mags.core.render import JOB_COLUMNS
+from mags.core.schema import job_events, job_logs, jobs
+from mags.core.states import JobStatus, VmStatus
+from mags.errors import NotFound
+
+
+@dataclass
+class NewJob:
+    """A validated job submission (see ``api/job_input.py``)."""
+
+    request_id: str
+    script: str
+    type: str = "inline"
+    name: str | None = None
+    workspace_id: str | None = None
+    base_workspace_id: str | None = None
+    persistent: bool = False
+    no_sleep: bool = False
+    no_sync: bool = False
+    ephemeral: bool = False
+    startup_command: str | None = None
+    environment: dict[str, str] = field(default_factory=dict)
+    file_ids: list[str] = field(default_factory=list)
+    disk_gb: int | None = None
+    rootfs_type: str = "standard"
+
+
+class JobStore:
+    """Data access for jobs; every read takes the caller's ``user_id``."""
+
+    def __init__(self, db: Database, clock: Callable[[], float]) -> None:
+        self.db = db
+        self.clock = clock
+
+    async def create(self, user_id: int, job: NewJob) -> float:
+        """Insert a pending job and its first history row; returns ``created_at``."""
+        now = self.clock()
+        values: dict[str, Any] = {
+            "request_id": job.request_id,
+            "user_id": user_id,
+            "name": job.name,
+            "workspace_id": job.workspace_id,
+            "base_workspace_id": job.base_workspace_id,
+            "script": job.script,
+            "type": job.type,
+            "persistent": job.persistent,
+            "no_sleep": job.no_sleep,
+            "no_sync": job.no_sync,
+            "ephemeral": job.ephemeral,
+            "startup_command": job.startup_command,
+            "environment": job.environment,
+            "file_ids": job.file_ids,
+            "disk_gb": job.disk_gb,
+            "rootfs_type": job.rootfs_type,
+            "status": JobStatus.PENDING.value,
+            "vm_status": VmStatus.PENDING.value,
+            "log_count": 0,
+            "created_at": now,
+            "updated_at": now,
+        }
+        event = {
+            "job_id": job.request_id,
+            "ts": now,
+            "from_status": None,
+            "to_status": JobStatus.PENDING.value,
+            "from_vm_status": None,
+            "vm_status": VmStatus.PENDING.value,
+            "reason": "submitted",
+        }
+        async with self.db.write() as conn:
+            await conn.execute(insert(jobs), values)
+            await conn.execute(insert(job_events), event)
+        return now
+
+    async def get(self, user_id: int, job_id: str) -> Row[Any]:
+        """The job's public columns; NotFound if it does not exist *for this user*."""
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(
+                    select(*JOB_COLUMNS).where(and_(jobs.c.request_id == job_id, jobs.c.user_id == user_id))
+                )
+            ).first()
+        if row is None:
+            raise NotFound(f"job {job_id} not found")
+        return row
+
+    async def get_internal(self, job_id: str) -> Row[Any] | None:
+        """Every column of a job, unscoped (scheduler use only)."""
+        async with self.db.read() as conn:
+            return (await conn.execute(select(jobs).where(jobs.c.request_id == job_id))).first()
+
+    async def list(self, user_id: int, page: int, page_size: int) -> tuple[list[Row[Any]], int]:
+        """One page of a user's jobs, newest first, and the total count."""
+        async with self.db.read() as conn:
+            total = (
+                await conn.execute(select(func.count()).select_from(jobs).where(jobs.c.user_id == user_id))
+            ).scalar_one()
+            rows = (
+                await conn.execute(
+                    select(*JOB_COLUMNS)
+                    .where(jobs.c.user_id == user_id)
+                    .order_by(jobs.c.created_at.desc(), jobs.c.request_id.desc())
+                    .limit(page_size)
+                    .offset((page - 1) * page_size)
+                )
+            ).all()
+        return list(rows), total
+
+    async def logs(self, job_id: str, after: int = 0, limit: int | None = None) -> list[Row[Any]]:
+        """Log lines with ``seq > after`` in order (the caller has checked ownership)."""
+        stmt = (
+            select(job_logs.c.seq, job_logs.c.ts, job_logs.c.source, job_logs.c.message)
+            .where(and_(job_logs.c.job_id == job_id, job_logs.c.seq > after))
+            .order_by(job_logs.c.seq)
+        )
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        async with self.db.read() as conn:
+            return list((await conn.execute(stmt)).all())
+
+    async def history(self, job_id: str) -> list[Row[Any]]:
+        """Every recorded transition of a job, oldest first."""
+        async with self.db.read() as conn:
+            rows = await conn.execute(
+                select(job_events).where(job_events.c.job_id == job_id).order_by(job_events.c.id)
+            )
+            return list(rows.all())
+
+    async def update_settings(self, user_id: int, job_id: str, values: dict[str, Any]) -> Row[Any]:
+        """Change user-editable settings (``startup_command``, ``no_sleep``)."""
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                update(jobs)
+                .where(and_(jobs.c.request_id == job_id, jobs.c.user_id == user_id))
+                .values(**values, updated_at=self.clock())
+            )
+            if result.rowcount == 0:
+                raise NotFound(f"job {job_id} not found")
+        return await self.get(user_id, job_id)
+
+    async def usage(self, user_id: int, window_days: int) -> dict[str, Any]:
+        """Counts and VM time of the jobs a user created in the last ``window_days`` days."""
+        now = self.clock()
+        since = now - window_days * 86400.0
+        vm_seconds = case(
+            (jobs.c.started_at.is_not(None), func.coalesce(jobs.c.stopped_at, now) - jobs.c.started_at),
+            else_=0.0,
+        )
+
+        def count_status(*statuses: str) -> Any:
+            return func.coalesce(func.sum(case((jobs.c.status.in_(statuses), 1), else_=0)), 0)
+
+        stmt = select(
+            func.count().label("total_jobs"),
+            func.coalesce(func.sum(vm_seconds), 0.0).label("vm_seconds"),
+            func.coalesce(func.sum(jobs.c.script_duration_ms), 0).label("script_ms"),
+            count_status(JobStatus.COMPLETED.value).label("completed"),
+            count_status(JobStatus.ERROR.value).label("errors"),
+            count_status(JobStatus.RUNNING.value, JobStatus.SLEEPING.value).label("active"),
+            count_status(JobStatus.PENDING.value).label("pending"),
+        ).where(and_(jobs.c.user_id == user_id, jobs.c.created_at >= since))
+        async with self.db.read() as conn:
+            m = (await conn.execute(stmt)).one()._mapping
+        return {
+            "total_jobs": int(m["total_jobs"]),
+            "vm_seconds": round(float(m["vm_seconds"]), 3),
+            "script_seconds": round(int(m["script_ms"]) / 1000.0, 3),
+            "completed": int(m["completed"]),
+            "errors": int(m["errors"]),
+            "active": int(m["active"]),
+            "pending": int(m["pending"]),
+            "window_days": window_days,
+        }

@@ -1,0 +1,1 @@
+"""Alembic environment and revisions of the mags schema (run by ``mags.core.migrate``)."""

@@ -1,0 +1,131 @@
+"""Database tables (SQLAlchemy Core), portable between SQLite and PostgreSQL.
+
+Timestamps are epoch seconds (UTC) in double-precision columns: cheap to compare and sort on
+both engines, rendered as ISO-8601 by the API.  The schema itself is created and changed only
+by the Alembic migrations in ``core/migrations``; keep both in step.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+# Integer ids autoincrement as SQLite rowids and as PostgreSQL identity/serial columns.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("admin", Boolean, nullable=False, default=False),
+    Column("created_at", Double, nullable=False),
+)
+
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("name", String(100), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", Double, nullable=False),
+    Column("last_used_at", Double),
+    Column("revoked_at", Double),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("request_id", String(36), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(63)),
+    Column("workspace_id", String(63)),
+    Column("base_workspace_id", String(63)),
+    Column("script", Text, nullable=False),
+    Column("type", String(16), nullable=False, default="inline"),
+    Column("persistent", Boolean, nullable=False, default=False),
+    Column("no_sleep", Boolean, nullable=False, default=False),
+    Column("no_sync", Boolean, nullable=False, default=False),
+    Column("ephemeral", Boolean, nullable=False, default=False),
+    Column("startup_command", Text),
+    Column("environment", JSON, nullable=False),
+    Column("file_ids", JSON, nullable=False),
+    Column("disk_gb", Integer),
+    Column("rootfs_type", String(32), nullable=False, default="standard"),
+    Column("status", String(16), nullable=False),
+    Column("vm_status", String(16), nullable=False),
+    Column("exit_code", Integer),
+    Column("script_duration_ms", BigInteger),
+    Column("vm_id", String(32)),
+    Column("agent_id", String(64)),
+    Column("subdomain", String(63)),
+    Column("error_message", Text),
+    # why the sandbox is being stopped (set before asking the agent, read when it reports back)
+    Column("stop_reason", Text),
+    # number of job_logs rows written; the next line's seq is log_count + 1
+    Column("log_count", Integer, nullable=False, default=0),
+    Column("created_at", Double, nullable=False),
+    Column("started_at", Double),
+    Column("finished_at", Double),
+    Column("stopped_at", Double),
+    Column("updated_at", Double, nullable=False),
+    Index("ix_jobs_user_created", "user_id", "created_at"),
+    Index("ix_jobs_claim", "status", "vm_status", "created_at"),
+    Index("ix_jobs_agent_vm", "agent_id", "vm_status"),
+    Index("ix_jobs_vm_id", "vm_id"),
+)
+
+job_events = Table(
+    "job_events",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("job_id", String(36), ForeignKey("jobs.request_id", ondelete="CASCADE"), nullable=False),
+    Column("ts", Double, nullable=False),
+    Column("from_status", String(16)),
+    Column("to_status", String(16), nullable=False),
+    Column("from_vm_status", String(16)),
+    Column("vm_status", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Index("ix_job_events_job", "job_id", "id"),
+)
+
+job_logs = Table(
+    "job_logs",
+    metadata,
+    Column("job_id", String(36), ForeignKey("jobs.request_id", ondelete="CASCADE"), primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("ts", Double, nullable=False),
+    Column("source", String(8), nullable=False),
+    Column("message", Text, nullable=False),
+)
+
+agents = Table(
+    "agents",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("url", Text),
+    Column("runtime", String(32)),
+    Column("last_seen", Double),
+)

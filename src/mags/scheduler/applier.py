@@ -1,0 +1,187 @@
+"""The state applier: applies :class:`Change` batches to the database, then wakes waiters.
+
+One task drains a queue.  Whatever is queued when it looks becomes one write transaction:
+the touched jobs are read once, every change runs through the state machine
+(:class:`~mags.core.states.JobState`), and the result is written as one UPDATE per job, one
+multi-row INSERT of log lines and one of ``job_events``.  While that transaction runs the next
+batch accumulates, so under load transactions grow instead of queueing up.
+
+Because log lines and the ``exit`` that follows them travel through the same queue, a job is
+never marked finished before its earlier output is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from sqlalchemy import insert, select, update
+
+from mags.core.db import Database
+from mags.core.notify import JobNotifier
+from mags.core.schema import job_events, job_logs, jobs
+from mags.core.states import IllegalTransition, JobState
+from mags.scheduler.changes import Change
+from mags.scheduler.transitions import apply_change
+
+log = logging.getLogger(__name__)
+
+_STATE_COLUMNS = (
+    jobs.c.request_id,
+    jobs.c.status,
+    jobs.c.vm_status,
+    jobs.c.persistent,
+    jobs.c.finished_at,
+    jobs.c.started_at,
+    jobs.c.exit_code,
+    jobs.c.stop_reason,
+    jobs.c.log_count,
+)
+
+
+class StateApplier:
+    """Serialises and batches every job state change of this process."""
+
+    def __init__(
+        self,
+        db: Database,
+        notifier: JobNotifier,
+        clock: Callable[[], float],
+        *,
+        max_log_lines: int,
+        batch_max: int = 2000,
+    ) -> None:
+        self.db = db
+        self.notifier = notifier
+        self.clock = clock
+        self.max_log_lines = max_log_lines
+        self.batch_max = batch_max
+        self._queue: asyncio.Queue[Change] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.batches = 0  # transactions committed (for tests and metrics)
+
+    # ------------------------------------------------------------------ public
+    def submit(self, change: Change) -> None:
+        """Queue a change without waiting for it."""
+        self._idle.clear()
+        self._queue.put_nowait(change)
+
+    async def apply(self, change: Change) -> Any:
+        """Queue a change and wait until it is committed; returns the handler's result."""
+        change.done = asyncio.get_running_loop().create_future()
+        self.submit(change)
+        return await change.done
+
+    async def drain(self) -> None:
+        """Wait until everything queued so far is committed."""
+        await self._idle.wait()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="mags-state-applier")
+
+    async def stop(self) -> None:
+        """Apply what is queued, then stop."""
+        if self._task is None:
+            return
+        await self.drain()
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+        self._task = None
+
+    # ------------------------------------------------------------------ loop
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self.batch_max and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            await self._apply_batch(batch)
+            if self._queue.empty():
+                self._idle.set()
+
+    async def _apply_batch(self, batch: list[Change]) -> None:
+        try:
+            results = await self._write(batch)
+        except Exception:
+            if len(batch) == 1:
+                log.exception("dropping job change %s for job %s", batch[0].kind, batch[0].job_id)
+                _resolve(batch, None, error=True)
+                return
+            # one bad change must not lose the others: retry them one at a time
+            log.warning("state batch of %d failed; retrying one by one", len(batch), exc_info=True)
+            for change in batch:
+                await self._apply_batch([change])
+            return
+        self.batches += 1
+        self.notifier.notify({c.job_id for c in batch})
+        _resolve(batch, results)
+
+    async def _write(self, batch: list[Change]) -> list[Any]:
+        job_ids = list({c.job_id for c in batch})
+        results: list[Any] = []
+        log_rows: list[dict[str, Any]] = []
+        async with self.db.write() as conn:
+            rows = (await conn.execute(select(*_STATE_COLUMNS).where(jobs.c.request_id.in_(job_ids)))).all()
+            states = {r._mapping["request_id"]: JobState.from_row(r) for r in rows}
+            for change in batch:
+                state = states.get(change.job_id)
+                if state is None:
+                    results.append(None)  # a sandbox we do not know (another server's, or deleted)
+                    continue
+                results.append(self._apply_one(state, change, log_rows))
+            now = self.clock()
+            for state in states.values():
+                if state.changes:
+                    await conn.execute(
+                        update(jobs)
+                        .where(jobs.c.request_id == state.job_id)
+                        .values(**state.changes, updated_at=now)
+                    )
+            if log_rows:
+                await conn.execute(insert(job_logs), log_rows)
+            events = [e for s in states.values() for e in s.events]
+            if events:
+                await conn.execute(insert(job_events), events)
+        return results
+
+    def _apply_one(self, state: JobState, change: Change, log_rows: list[dict[str, Any]]) -> Any:
+        if change.kind == "log":
+            self._add_log(state, change, log_rows)
+            return None
+        try:
+            return apply_change(state, change, self.clock())
+        except IllegalTransition as exc:
+            # an agent can report things in an order our own actions already overtook
+            log.debug("ignoring %s for job %s: %s", change.kind, change.job_id, exc)
+            return None
+
+    def _add_log(self, state: JobState, change: Change, log_rows: list[dict[str, Any]]) -> None:
+        count = state.log_count
+        if count > self.max_log_lines:
+            return
+        if count == self.max_log_lines:
+            source, message = "system", f"log truncated: more than {self.max_log_lines} lines"
+        else:
+            source = change.source if change.source in ("stdout", "stderr", "system") else "stdout"
+            message = (change.message or "").replace("\x00", "\ufffd")  # PostgreSQL text has no NUL
+        log_rows.append(
+            {"job_id": state.job_id, "seq": count + 1, "ts": change.ts, "source": source, "message": message}
+        )
+        state.set(log_count=count + 1)
+
+
+def _resolve(batch: Iterable[Change], results: list[Any] | None, *, error: bool = False) -> None:
+    for i, change in enumerate(batch):
+        if change.done is None or change.done.done():
+            continue
+        if error:
+            change.done.set_exception(RuntimeError(f"could not apply {change.kind} to job {change.job_id}"))
+        else:
+            change.done.set_result(results[i] if results else None)

@@ -1,0 +1,61 @@
+"""Changes to a job's state, from an agent's event stream or from the control plane itself.
+
+Everything that moves a running job forward is a :class:`Change` applied by the single
+:class:`~mags.scheduler.applier.StateApplier`, so agent events and our own actions (launch
+results, stops, shutdown) are applied in one order and batched into few transactions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from mags.agent.models import AgentEvent
+
+ChangeKind = Literal[
+    "started",  # agent: the script runs (also sent by the dispatcher once create_sandbox returns)
+    "log",  # agent: one line of output
+    "exit",  # agent: the script exited
+    "state",  # agent: the sandbox changed state
+    "launch_failed",  # dispatcher: create_sandbox raised
+    "cancel",  # API: stop a job nobody claimed yet; result True if it was cancelled
+    "stop_requested",  # API / shutdown: remember why the sandbox is being stopped
+    "finish",  # force the job to its end state (sandbox gone, restart, shutdown)
+]
+
+USER_STOP_REASON = "stopped by user"
+CANCEL_REASON = "stopped before start"
+SHUTDOWN_REASON = "server shutting down"
+RESTART_REASON = "server restarted"
+
+
+@dataclass
+class Change:
+    """One change to apply to one job; ``done`` (if set) gets the handler's result."""
+
+    kind: ChangeKind
+    job_id: str
+    ts: float
+    source: str | None = None
+    message: str | None = None
+    exit_code: int | None = None
+    duration_ms: int | None = None
+    reason: str | None = None
+    state: str | None = None
+    done: asyncio.Future[Any] | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_event(cls, ev: AgentEvent) -> Change:
+        """Translate an agent event."""
+        return cls(
+            kind=ev.type,
+            job_id=ev.job_id,
+            ts=ev.ts,
+            source=ev.source,
+            message=ev.message,
+            exit_code=ev.exit_code,
+            duration_ms=ev.duration_ms,
+            reason=ev.reason,
+            state=ev.state,
+        )

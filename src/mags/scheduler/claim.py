@@ -1,0 +1,79 @@
+"""Atomically claim pending jobs for an agent: one ``UPDATE ... RETURNING`` per batch.
+
+PostgreSQL: the inner SELECT takes ``FOR UPDATE SKIP LOCKED``, so concurrent dispatchers
+claim disjoint rows without waiting.  SQLite ignores that clause, but the statement runs
+inside ``BEGIN IMMEDIATE`` (one writer at a time), which makes it just as atomic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import and_, func, insert, literal, select, update
+from sqlalchemy.engine import Row
+
+from mags.core.db import Database
+from mags.core.schema import job_events, jobs
+from mags.core.states import JobStatus, VmStatus
+
+# The sandbox id: "vm-" + 12 hex digits.  Derived in SQL from the (random) request id so one
+# statement can claim many rows, each with its own id.
+VM_ID_SQL = literal("vm-") + func.substr(func.replace(jobs.c.request_id, "-", ""), 1, 12)
+
+CLAIM_COLUMNS = (
+    jobs.c.request_id,
+    jobs.c.user_id,
+    jobs.c.name,
+    jobs.c.script,
+    jobs.c.environment,
+    jobs.c.persistent,
+    jobs.c.no_sync,
+    jobs.c.workspace_id,
+    jobs.c.base_workspace_id,
+    jobs.c.startup_command,
+    jobs.c.file_ids,
+    jobs.c.disk_gb,
+    jobs.c.rootfs_type,
+    jobs.c.vm_id,
+    jobs.c.created_at,
+)
+
+
+async def claim_jobs(db: Database, agent_id: str, limit: int, clock: Callable[[], float]) -> list[Row[Any]]:
+    """Mark up to ``limit`` oldest pending jobs as starting on ``agent_id``; return them."""
+    pending = and_(jobs.c.status == JobStatus.PENDING.value, jobs.c.vm_status == VmStatus.PENDING.value)
+    oldest = (
+        select(jobs.c.request_id)
+        .where(pending)
+        .order_by(jobs.c.created_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    now = clock()
+    stmt = (
+        update(jobs)
+        .where(and_(jobs.c.request_id.in_(oldest), pending))
+        .values(vm_status=VmStatus.STARTING.value, vm_id=VM_ID_SQL, agent_id=agent_id, updated_at=now)
+        .returning(*CLAIM_COLUMNS)
+    )
+    async with db.write() as conn:
+        rows = list((await conn.execute(stmt)).all())
+        if rows:
+            await conn.execute(
+                insert(job_events),
+                [
+                    {
+                        "job_id": r._mapping["request_id"],
+                        "ts": now,
+                        "from_status": JobStatus.PENDING.value,
+                        "to_status": JobStatus.PENDING.value,
+                        "from_vm_status": VmStatus.PENDING.value,
+                        "vm_status": VmStatus.STARTING.value,
+                        "reason": f"assigned to agent {agent_id}",
+                    }
+                    for r in rows
+                ],
+            )
+    rows.sort(key=lambda r: r._mapping["created_at"])
+    return rows

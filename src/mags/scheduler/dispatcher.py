@@ -1,0 +1,170 @@
+"""The dispatcher: claims pending jobs and starts their sandboxes, each launch its own task.
+
+Woken at once by :meth:`Dispatcher.wake` (job submitted) and by a slow periodic sweep (jobs
+submitted through another process, agents that came back).  A launch that fails ends the job
+as ``error`` with the agent's message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy.engine import Row
+
+from mags.agent.models import AgentClient, SandboxRequest, WorkspaceRef
+from mags.config import Settings
+from mags.core.db import Database
+from mags.scheduler.applier import StateApplier
+from mags.scheduler.changes import Change
+from mags.scheduler.claim import claim_jobs
+from mags.scheduler.registry import AgentRegistry
+
+log = logging.getLogger(__name__)
+
+
+def workspace_key(user_id: int, name: str) -> str:
+    """The agent-side id of a user's workspace ``name`` (unique across users).
+
+    ``u<digits>-`` cannot be produced by two different (user, name) pairs: the user id has no
+    dash, so the first dash always ends it.
+    """
+    return f"u{user_id}-{name}"
+
+
+def sandbox_request(row: Row[Any], settings: Settings) -> SandboxRequest:
+    """What the agent needs to start a claimed job."""
+    m = row._mapping
+    workspace = None
+    if m["workspace_id"]:
+        synced = bool(m["persistent"]) and not m["no_sync"]
+        workspace = WorkspaceRef(
+            workspace_id=workspace_key(m["user_id"], m["workspace_id"]),
+            mode="persistent" if synced else "local",
+            sync=synced,
+        )
+    return SandboxRequest(
+        sandbox_id=m["vm_id"],
+        job_id=m["request_id"],
+        script=m["script"],
+        environment=m["environment"] or {},
+        image=m["rootfs_type"],
+        disk_gb=m["disk_gb"],
+        # a persistent VM's script may serve forever (`sleep infinity`, a web server)
+        timeout_s=None if m["persistent"] else float(settings.max_job_seconds),
+        persistent=bool(m["persistent"]),
+        startup_command=m["startup_command"],
+        workspace=workspace,
+    )
+
+
+class Dispatcher:
+    """Claims pending jobs and launches them on agents."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        registry: AgentRegistry,
+        applier: StateApplier,
+        clock: Callable[[], float],
+        *,
+        sweep_interval: float = 2.0,
+        claim_batch: int = 32,
+        max_concurrent_launches: int = 64,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.registry = registry
+        self.applier = applier
+        self.clock = clock
+        self.sweep_interval = sweep_interval
+        self.claim_batch = claim_batch
+        self._wake = asyncio.Event()
+        self._launch_slots = asyncio.Semaphore(max_concurrent_launches)
+        self._launching: dict[str, asyncio.Task[None]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.claimed = 0  # jobs claimed by this dispatcher (tests, metrics)
+
+    def wake(self) -> None:
+        """Look for pending jobs now."""
+        self._wake.set()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="mags-dispatcher")
+            self._wake.set()
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Stop claiming; let launches in flight finish (up to ``timeout``), cancel the rest."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        pending = list(self._launching.values())
+        if pending:
+            _, still = await asyncio.wait(pending, timeout=timeout)
+            for task in still:
+                task.cancel()
+            if still:
+                await asyncio.wait(still)
+
+    async def wait_launch(self, job_id: str, timeout: float) -> None:
+        """Wait until this process's launch of ``job_id`` (if any) has returned."""
+        task = self._launching.get(job_id)
+        if task is not None:
+            await asyncio.wait((task,), timeout=timeout)
+
+    # ------------------------------------------------------------------ loop
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.sweep_interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                while await self._claim_once() >= self.claim_batch:
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("claiming jobs failed; retrying at the next sweep")
+
+    async def _claim_once(self) -> int:
+        agent = self.registry.pick()
+        if agent is None:
+            return 0
+        rows = await claim_jobs(self.db, agent.agent_id, self.claim_batch, self.clock)
+        self.claimed += len(rows)
+        for row in rows:
+            job_id = row._mapping["request_id"]
+            task = asyncio.create_task(self._launch(agent, row), name=f"mags-launch-{job_id}")
+            self._launching[job_id] = task
+            task.add_done_callback(lambda _t, j=job_id: self._launching.pop(j, None))
+        return len(rows)
+
+    async def _launch(self, agent: AgentClient, row: Row[Any]) -> None:
+        job_id = row._mapping["request_id"]
+        async with self._launch_slots:
+            try:
+                req = sandbox_request(row, self.settings)
+                await agent.create_sandbox(req)
+            except asyncio.CancelledError:
+                self.applier.submit(Change("launch_failed", job_id, self.clock(), reason=_SHUTDOWN_LAUNCH))
+                raise
+            except Exception as exc:  # noqa: BLE001 - any agent failure fails the job/stream
+                log.warning("job %s: sandbox failed to start: %s", job_id, exc)
+                message = str(exc) or type(exc).__name__
+                self.applier.submit(Change("launch_failed", job_id, self.clock(), reason=message))
+                return
+        # the agent's own `started` event may arrive later than this answer: apply it now
+        self.applier.submit(Change("started", job_id, self.clock()))
+
+
+_SHUTDOWN_LAUNCH = "server shutting down before the sandbox started"

@@ -1,0 +1,199 @@
+"""Desired vs actual at start and stop: no job is left ``running`` for a sandbox that is gone.
+
+* :func:`reconcile_at_start` -- jobs a previous process left active (claimed, running,
+  sleeping) whose sandbox the agent no longer has end ``error`` with "server restarted";
+  sandboxes the database knows nothing active about are stopped.
+* :func:`end_orphans` -- jobs on agents no live control plane serves (never registered, or
+  no heartbeat for a while) end too; :class:`Housekeeper` runs it and the heartbeat
+  periodically.
+* :func:`mark_shutdown` / :func:`finish_active` -- on shutdown, record why the sandboxes are
+  going away before the agent stops them, then end whatever the agent did not report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from mags.agent.models import SandboxInfo, StopRequest
+from mags.core.db import Database
+from mags.core.schema import agents, jobs
+from mags.core.states import VM_ACTIVE
+from mags.scheduler.applier import StateApplier
+from mags.scheduler.changes import RESTART_REASON, Change
+from mags.scheduler.registry import AgentRegistry
+
+log = logging.getLogger(__name__)
+
+# Every control plane refreshes its agents' last_seen this often; agents silent for longer
+# than AGENT_STALE_S are considered gone with whatever they ran.
+AGENT_HEARTBEAT_S = 10.0
+AGENT_STALE_S = 30.0
+
+_ACTIVE = [s.value for s in VM_ACTIVE]
+
+
+async def _active_jobs(db: Database, agent_ids: list[str] | None = None) -> list[Any]:
+    cond = jobs.c.vm_status.in_(_ACTIVE)
+    if agent_ids is not None:
+        cond = and_(cond, jobs.c.agent_id.in_(agent_ids))
+    async with db.read() as conn:
+        rows = await conn.execute(select(jobs.c.request_id, jobs.c.vm_id, jobs.c.agent_id).where(cond))
+        return list(rows.all())
+
+
+async def reconcile_at_start(
+    db: Database, registry: AgentRegistry, applier: StateApplier, clock: Callable[[], float]
+) -> int:
+    """Bring active jobs in line with what the agents really run; returns jobs ended."""
+    alive: dict[str, dict[str, SandboxInfo]] = {}
+    for agent in registry.all():
+        try:
+            alive[agent.agent_id] = {s.sandbox_id: s for s in await agent.list_sandboxes()}
+        except Exception as exc:  # noqa: BLE001 - an unreachable agent's jobs are left alone
+            log.warning("cannot list sandboxes of agent %s: %s", agent.agent_id, exc)
+    ended = 0
+    known: set[str] = set()
+    for row in await _active_jobs(db, list(alive)):
+        job_id, vm_id, agent_id = row._mapping["request_id"], row._mapping["vm_id"], row._mapping["agent_id"]
+        info = alive[agent_id].get(vm_id or "")
+        if info is None:
+            await applier.apply(Change("finish", job_id, clock(), reason=RESTART_REASON))
+            ended += 1
+        else:
+            known.add(info.sandbox_id)
+            await applier.apply(
+                Change("state", job_id, clock(), state=info.state, reason="sandbox found at start")
+            )
+    for agent in registry.all():
+        for sandbox_id, info in alive.get(agent.agent_id, {}).items():
+            if sandbox_id in known or info.state == "stopped":
+                continue
+            log.warning("stopping orphaned sandbox %s (job %s)", sandbox_id, info.job_id)
+            try:
+                await agent.stop_sandbox(sandbox_id, StopRequest(reason="orphaned sandbox", sync=True))
+            except Exception as exc:  # noqa: BLE001 - best effort
+                log.warning("cannot stop orphaned sandbox %s: %s", sandbox_id, exc)
+    ended += await end_orphans(db, registry, applier, clock, RESTART_REASON)
+    if ended:
+        log.warning("%d job(s) left active by a previous server ended: %s", ended, RESTART_REASON)
+    return ended
+
+
+async def register_agents(db: Database, registry: AgentRegistry, now: float) -> None:
+    """Upsert our agents' rows with ``last_seen = now`` (the heartbeat other servers check)."""
+    insert = sqlite_insert if db.is_sqlite else pg_insert
+    async with db.write() as conn:
+        for agent in registry.all():
+            url = getattr(agent, "url", None)
+            runtime = getattr(agent, "runtime", None)
+            stmt = insert(agents).values(id=agent.agent_id, url=url, runtime=runtime, last_seen=now)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["id"], set_={"url": url, "runtime": runtime, "last_seen": now}
+            )
+            await conn.execute(stmt)
+
+
+async def end_orphans(
+    db: Database,
+    registry: AgentRegistry,
+    applier: StateApplier,
+    clock: Callable[[], float],
+    reason: str,
+    stale_s: float = AGENT_STALE_S,
+) -> int:
+    """End active jobs on agents that are not ours and show no heartbeat for ``stale_s``."""
+    cutoff = clock() - stale_s
+    stmt = (
+        select(jobs.c.request_id)
+        .select_from(jobs.outerjoin(agents, agents.c.id == jobs.c.agent_id))
+        .where(
+            and_(
+                jobs.c.vm_status.in_([s for s in _ACTIVE if s != "pending"]),
+                or_(jobs.c.agent_id.is_(None), jobs.c.agent_id.not_in(registry.ids() or [""])),
+                or_(agents.c.id.is_(None), agents.c.last_seen.is_(None), agents.c.last_seen < cutoff),
+            )
+        )
+    )
+    async with db.read() as conn:
+        orphans = [r._mapping["request_id"] for r in (await conn.execute(stmt)).all()]
+    for job_id in orphans:
+        applier.submit(Change("finish", job_id, clock(), reason=reason))
+    if orphans:
+        await applier.drain()
+    return len(orphans)
+
+
+class Housekeeper:
+    """Periodic: heartbeat for our agents, and ending jobs of agents that went silent."""
+
+    def __init__(
+        self,
+        db: Database,
+        registry: AgentRegistry,
+        applier: StateApplier,
+        clock: Callable[[], float],
+        *,
+        heartbeat_s: float = AGENT_HEARTBEAT_S,
+        stale_s: float = AGENT_STALE_S,
+    ) -> None:
+        self.db, self.registry, self.applier, self.clock = db, registry, applier, clock
+        self.heartbeat_s, self.stale_s = heartbeat_s, stale_s
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="mags-housekeeper")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            try:
+                await register_agents(self.db, self.registry, self.clock())
+                reason = f"agent lost: no heartbeat for {self.stale_s:g} s"
+                await end_orphans(self.db, self.registry, self.applier, self.clock, reason, self.stale_s)
+            except Exception:  # retried at the next beat
+                log.warning("housekeeping failed", exc_info=True)
+
+
+async def mark_shutdown(db: Database, agent_ids: list[str], reason: str, clock: Callable[[], float]) -> None:
+    """Record why active sandboxes on these agents are about to stop (one UPDATE)."""
+    if not agent_ids:
+        return
+    async with db.write() as conn:
+        await conn.execute(
+            update(jobs)
+            .where(
+                and_(
+                    jobs.c.vm_status.in_(_ACTIVE),
+                    jobs.c.agent_id.in_(agent_ids),
+                    or_(jobs.c.stop_reason.is_(None), jobs.c.stop_reason == ""),
+                )
+            )
+            .values(stop_reason=reason, updated_at=clock())
+        )
+
+
+async def finish_active(
+    db: Database, agent_ids: list[str], applier: StateApplier, reason: str, clock: Callable[[], float]
+) -> int:
+    """End every job still active on these agents; returns how many."""
+    rows = await _active_jobs(db, agent_ids) if agent_ids else []
+    for row in rows:
+        applier.submit(Change("finish", row._mapping["request_id"], clock(), reason=reason))
+    await applier.drain()
+    return len(rows)

@@ -1,0 +1,40 @@
+"""The agents this control plane can place sandboxes on."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+
+from mags.agent.models import AgentClient
+from mags.errors import AgentError
+
+
+class AgentRegistry:
+    """AgentClients by id; :meth:`pick` chooses where the next sandbox goes."""
+
+    def __init__(self, agents: Iterable[AgentClient] = ()) -> None:
+        self._agents: dict[str, AgentClient] = {}
+        self._cycle: itertools.cycle[str] | None = None
+        for agent in agents:
+            self.add(agent)
+
+    def add(self, agent: AgentClient) -> None:
+        if agent.agent_id in self._agents:
+            raise AgentError(f"agent {agent.agent_id} is already registered")
+        self._agents[agent.agent_id] = agent
+        self._cycle = itertools.cycle(list(self._agents))
+
+    def get(self, agent_id: str | None) -> AgentClient | None:
+        return self._agents.get(agent_id) if agent_id else None
+
+    def all(self) -> list[AgentClient]:
+        return list(self._agents.values())
+
+    def ids(self) -> list[str]:
+        return list(self._agents)
+
+    def pick(self) -> AgentClient | None:
+        """The agent for the next batch of sandboxes (round robin; one local agent for now)."""
+        if self._cycle is None:
+            return None
+        return self._agents[next(self._cycle)]

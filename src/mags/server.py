@@ -1,0 +1,257 @@
+"""``mags server``: the control plane (API, dispatcher, event ingest) plus the local agent.
+
+:func:`build_control_plane` wires database, API app, dispatcher and one event ingest per agent
+in the running event loop; tests use it directly with fake agents.  :func:`serve` is the
+blocking entry the CLI calls: migrations, first-start admin token, the local agent, uvicorn,
+and a graceful shutdown on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+import uvicorn
+from fastapi import FastAPI
+
+from mags.agent.models import AgentClient
+from mags.api.app import create_app
+from mags.config import Settings
+from mags.core.bootstrap import ensure_admin_token, write_client_config
+from mags.core.db import Database, create_database
+from mags.core.ids import Clock
+from mags.core.jobs import JobStore
+from mags.core.migrate import run_migrations
+from mags.core.notify import JobNotifier
+from mags.core.tokens import TokenStore
+from mags.errors import ConfigError
+from mags.scheduler.applier import StateApplier
+from mags.scheduler.changes import SHUTDOWN_REASON
+from mags.scheduler.control import JobController
+from mags.scheduler.dispatcher import Dispatcher
+from mags.scheduler.ingest import EventIngest
+from mags.scheduler.reconcile import (
+    Housekeeper,
+    finish_active,
+    mark_shutdown,
+    reconcile_at_start,
+    register_agents,
+)
+from mags.scheduler.registry import AgentRegistry
+
+log = logging.getLogger(__name__)
+
+# after the agent stopped its sandboxes, how long to wait for their last events
+EVENT_DRAIN_S = 0.5
+
+
+@dataclass
+class ControlPlane:
+    """Everything the control plane runs in one event loop."""
+
+    settings: Settings
+    db: Database
+    clock: Clock
+    notifier: JobNotifier
+    jobs: JobStore
+    tokens: TokenStore
+    registry: AgentRegistry
+    applier: StateApplier
+    dispatcher: Dispatcher
+    controller: JobController
+    app: FastAPI
+    housekeeper: Housekeeper
+    ingests: list[EventIngest] = field(default_factory=list)
+    _stopping: bool = False
+    _closed: bool = False
+
+    async def start(self) -> None:
+        """Reconcile with the agents, then start ingest, applier and dispatcher."""
+        self.applier.start()
+        await register_agents(self.db, self.registry, self.clock())
+        await reconcile_at_start(self.db, self.registry, self.applier, self.clock)
+        for ingest in self.ingests:
+            ingest.start()
+        self.dispatcher.start()
+        self.housekeeper.start()
+
+    async def begin_shutdown(self, reason: str = SHUTDOWN_REASON) -> None:
+        """Stop dispatching and record why running sandboxes are about to stop."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self.notifier.close()
+        await self.housekeeper.stop()
+        await self.dispatcher.stop()
+        await self.applier.drain()
+        await mark_shutdown(self.db, self.registry.ids(), reason, self.clock)
+
+    async def close(self, reason: str = SHUTDOWN_REASON) -> None:
+        """Finish shutting down: end jobs still active, stop tasks, close the database."""
+        if self._closed:
+            return
+        await self.begin_shutdown(reason)
+        await asyncio.sleep(0)  # let the ingest hand over what the agent sent while stopping
+        await self.applier.drain()
+        for ingest in self.ingests:
+            await ingest.stop()
+        ended = await finish_active(self.db, self.registry.ids(), self.applier, reason, self.clock)
+        if ended:
+            log.info("%d job(s) ended: %s", ended, reason)
+        await self.applier.stop()
+        for agent in self.registry.all():
+            with contextlib.suppress(Exception):
+                await agent.close()
+        await self.db.close()
+        self._closed = True
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+async def build_control_plane(
+    settings: Settings,
+    agents: Sequence[AgentClient],
+    *,
+    db: Database | None = None,
+    migrate: bool = True,
+    start: bool = True,
+    sweep_interval: float = 2.0,
+) -> ControlPlane:
+    """Create and (by default) start a control plane on ``settings.db_url`` with ``agents``."""
+    db = db or create_database(settings.db_url)
+    if migrate:
+        await run_migrations(db)
+    clock = Clock()
+    notifier = JobNotifier()
+    jobs = JobStore(db, clock)
+    tokens = TokenStore(db, clock)
+    registry = AgentRegistry(agents)
+    applier = StateApplier(db, notifier, clock, max_log_lines=settings.max_log_lines)
+    dispatcher = Dispatcher(settings, db, registry, applier, clock, sweep_interval=sweep_interval)
+    controller = JobController(jobs, applier, registry, dispatcher, clock)
+    app = create_app(settings, db, controller, notifier, tokens=tokens)
+    cp = ControlPlane(
+        settings=settings,
+        db=db,
+        clock=clock,
+        notifier=notifier,
+        jobs=jobs,
+        tokens=tokens,
+        registry=registry,
+        applier=applier,
+        dispatcher=dispatcher,
+        controller=controller,
+        app=app,
+        housekeeper=Housekeeper(db, registry, applier, clock),
+        ingests=[EventIngest(a, applier) for a in agents],
+    )
+    if start:
+        await cp.start()
+    return cp
+
+
+# ---------------------------------------------------------------------------- serve()
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: ours shuts the whole control plane down."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def serve(settings: Settings) -> None:
+    """Run ``mags server`` until SIGTERM/SIGINT (blocking)."""
+    try:
+        import uvloop
+
+        loop_factory: Any = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
+        loop_factory = None
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(serve_async(settings))
+
+
+async def serve_async(settings: Settings) -> None:
+    """The body of :func:`serve`, in the caller's event loop."""
+    from mags.agent.local import start_local_agent  # the agent is optional for API-only uses
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = create_database(settings.db_url)
+    await run_migrations(db)
+    token = await ensure_admin_token(TokenStore(db, Clock()), settings.data_dir)
+    if token is not None:
+        print(f"admin token (saved in {settings.data_dir / 'admin.token'}): {token}", flush=True)
+        written = write_client_config(settings.api_url, token)
+        if written is not None:
+            print(f"client configuration written to {written}", flush=True)
+
+    handle = await start_local_agent(settings)
+    try:
+        cp = await build_control_plane(settings, [handle.client], db=db, migrate=False)
+    except BaseException:
+        await handle.stop()
+        await db.close()
+        raise
+    server = _Server(
+        uvicorn.Config(
+            cp.app,
+            host=settings.host,
+            port=settings.port,
+            http="httptools",
+            lifespan="off",
+            access_log=False,
+            log_level="warning",
+            timeout_graceful_shutdown=5,
+            server_header=False,
+        )
+    )
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if server.should_exit:
+            server.force_exit = True
+        server.should_exit = True
+        cp.notifier.close()  # answer long-polls and end log follows now
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        serve_task = asyncio.create_task(server.serve(), name="mags-uvicorn")
+        while not server.started and not serve_task.done():
+            await asyncio.sleep(0.01)
+        if not server.started:
+            with contextlib.suppress(BaseException):
+                await serve_task
+            raise ConfigError(f"cannot listen on {settings.host}:{settings.port} (see the log above)")
+        runtime = await _runtime_name(handle)
+        print(f"mags server ready on http://{settings.host}:{settings.port} (runtime: {runtime})", flush=True)
+        await serve_task
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await cp.begin_shutdown(SHUTDOWN_REASON)
+        try:
+            await handle.stop()
+            await asyncio.sleep(EVENT_DRAIN_S)  # the agent's last exit/state events
+        finally:
+            await cp.close(SHUTDOWN_REASON)
+        print("mags server stopped", flush=True)
+
+
+async def _runtime_name(handle: Any) -> str:
+    name = getattr(handle, "runtime", None)
+    if isinstance(name, str):
+        return name
+    try:
+        return (await handle.client.health()).runtime
+    except Exception:  # noqa: BLE001 - only for the ready line
+        return "unknown"

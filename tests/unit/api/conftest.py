@@ -1,0 +1,48 @@
+"""Fixtures: a control plane on a temporary SQLite database with a fake agent, and clients."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from mags.server import ControlPlane
+from scheduler.fake_agent import FakeAgentClient
+from scheduler.helpers import admin_token, api_client, make_settings, running_control_plane, user_token
+
+
+@pytest.fixture
+def agent() -> FakeAgentClient:
+    return FakeAgentClient()
+
+
+@pytest.fixture
+async def cp(tmp_path: Path, agent: FakeAgentClient) -> AsyncIterator[ControlPlane]:
+    async with running_control_plane(make_settings(tmp_path, max_log_lines=50), [agent]) as plane:
+        yield plane
+
+
+@pytest.fixture
+async def admin(cp: ControlPlane) -> AsyncIterator[httpx.AsyncClient]:
+    async with api_client(cp, await admin_token(cp)) as client:
+        yield client
+
+
+@pytest.fixture
+async def alice(cp: ControlPlane) -> AsyncIterator[httpx.AsyncClient]:
+    async with api_client(cp, await user_token(cp, "alice")) as client:
+        yield client
+
+
+@pytest.fixture
+async def bob(cp: ControlPlane) -> AsyncIterator[httpx.AsyncClient]:
+    async with api_client(cp, await user_token(cp, "bob")) as client:
+        yield client
+
+
+@pytest.fixture
+async def anon(cp: ControlPlane) -> AsyncIterator[httpx.AsyncClient]:
+    async with api_client(cp) as client:
+        yield client
