@@ -1,0 +1,232 @@
+"""The host-local sync cache: dedup index, decoded manifests, per-upper stat state, packs.
+
+Everything here is disposable — it only saves work, and a fresh host starts with none of it:
+
+* ``chunks``: blob hash -> where it is stored (pack, offset, lengths) and when that pack was
+  written, so unchanged data is never uploaded again (see ``snapshot`` for when an entry may be
+  trusted);
+* ``trees`` / ``roots``: manifests and snapshot roots already fetched (immutable, so they never
+  go stale);
+* ``states``: for an upper dir, the ``(inode, ctime)`` of every path as of a snapshot, which lets
+  the next sync trust unchanged files without reading them (git's index trick); the two most
+  recent per upper dir are kept, so a commit that lost its compare-and-swap costs no rehash;
+* ``packs/``: whole packs downloaded from (or uploaded to) a remote store, for restores on the
+  same host, bounded by a byte budget.
+
+One SQLite file in WAL mode, shared by concurrent syncer processes; a SIGKILL mid-write rolls
+back the open transaction.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import zstandard
+
+from mags.errors import StorageError
+from mags.storage.sync import format as fmt
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS chunks (hash TEXT PRIMARY KEY, pack TEXT NOT NULL, off INTEGER NOT NULL,
+    clen INTEGER NOT NULL, ulen INTEGER NOT NULL, ptime REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS trees (hash TEXT PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS roots (id TEXT PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS states (upper TEXT NOT NULL, snap TEXT NOT NULL, saved REAL NOT NULL,
+    data BLOB NOT NULL, PRIMARY KEY (upper, snap)) WITHOUT ROWID;
+"""
+STATES_KEPT = 2
+DEFAULT_PACK_CACHE_BYTES = 2 << 30
+
+
+class LocalCache:
+    """The sync cache under one directory (created if missing); thread-safe."""
+
+    def __init__(self, cache_dir: str | Path, *, pack_cache_bytes: int = DEFAULT_PACK_CACHE_BYTES) -> None:
+        self.dir = Path(cache_dir)
+        self.pack_dir = self.dir / "packs"
+        self.pack_cache_bytes = pack_cache_bytes
+        self._lock = threading.Lock()
+        self._zc = zstandard.ZstdCompressor(level=1)
+        self._zd = zstandard.ZstdDecompressor()
+        try:
+            self.pack_dir.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                self.dir / "index.sqlite", timeout=30, check_same_thread=False, isolation_level=None
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise StorageError(f"cannot open sync cache {self.dir}: {exc}") from exc
+
+    def close(self) -> None:
+        """Close the database."""
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> LocalCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _run(self, sql: str, args: Iterable[Any] = ()) -> list[Any]:
+        with self._lock:
+            try:
+                return self._db.execute(sql, tuple(args)).fetchall()
+            except sqlite3.Error as exc:
+                raise StorageError(f"sync cache error: {exc}") from exc
+
+    def _run_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany(sql, rows)
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise StorageError(f"sync cache error: {exc}") from exc
+
+    # ------------------------------------------------------------------ chunk index
+    def lookup_chunk(self, digest: str) -> tuple[str, int, int, int, float] | None:
+        """Where a blob is stored, as ``(pack, offset, clen, ulen, pack_time)``, or None."""
+        rows = self._run("SELECT pack, off, clen, ulen, ptime FROM chunks WHERE hash = ?", (digest,))
+        return tuple(rows[0]) if rows else None  # type: ignore[return-value]
+
+    def add_chunks(self, rows: list[tuple[str, str, int, int, int, float]]) -> None:
+        """Record ``(hash, pack, offset, clen, ulen, pack_time)`` rows (newest location wins)."""
+        self._run_many("INSERT OR REPLACE INTO chunks VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+    def forget_packs(self, pack_ids: Iterable[str]) -> None:
+        """Drop index rows and cached copies of packs that no longer exist."""
+        ids = [(p,) for p in pack_ids]
+        self._run_many("DELETE FROM chunks WHERE pack = ?", ids)
+        for (pack_id,) in ids:
+            (self.pack_dir / pack_id).unlink(missing_ok=True)
+
+    def prune_chunks(self, older_than: float) -> None:
+        """Drop index rows for packs written before ``older_than`` (they may be collected)."""
+        self._run("DELETE FROM chunks WHERE ptime < ?", (older_than,))
+
+    # ------------------------------------------------------------------ manifests
+    def get_tree(self, digest: str) -> bytes | None:
+        """A cached tree manifest's JSON bytes (verified), or None."""
+        rows = self._run("SELECT data FROM trees WHERE hash = ?", (digest,))
+        if not rows:
+            return None
+        data = self._zd.decompress(rows[0][0])
+        if fmt.hash_hex(data) != digest:
+            self._run("DELETE FROM trees WHERE hash = ?", (digest,))
+            return None
+        return data
+
+    def put_trees(self, items: list[tuple[str, bytes]]) -> None:
+        """Cache tree manifests given as ``(hash, JSON bytes)``."""
+        self._run_many(
+            "INSERT OR IGNORE INTO trees VALUES (?, ?)", [(h, self._zc.compress(d)) for h, d in items]
+        )
+
+    def get_root(self, snapshot_id: str) -> bytes | None:
+        """A cached snapshot root's bytes, or None."""
+        rows = self._run("SELECT data FROM roots WHERE id = ?", (snapshot_id,))
+        return bytes(rows[0][0]) if rows else None
+
+    def put_root(self, snapshot_id: str, data: bytes) -> None:
+        """Cache a snapshot root."""
+        self._run_many("INSERT OR IGNORE INTO roots VALUES (?, ?)", [(snapshot_id, data)])
+
+    # ------------------------------------------------------------------ per-upper state
+    def load_state(self, upper: str, snapshot_id: str) -> dict[str, list[Any]] | None:
+        """The stat state recorded for ``upper`` as of ``snapshot_id``, or None."""
+        rows = self._run("SELECT data FROM states WHERE upper = ? AND snap = ?", (upper, snapshot_id))
+        if not rows:
+            return None
+        try:
+            state: dict[str, list[Any]] = fmt.loads(self._zd.decompress(rows[0][0]))
+        except (zstandard.ZstdError, StorageError):
+            return None
+        return state
+
+    def latest_state_snapshot(self, upper: str) -> str | None:
+        """The snapshot id of the newest state recorded for ``upper``."""
+        rows = self._run("SELECT snap FROM states WHERE upper = ? ORDER BY saved DESC LIMIT 1", (upper,))
+        return rows[0][0] if rows else None
+
+    def save_state(self, upper: str, snapshot_id: str, state: dict[str, list[Any]]) -> None:
+        """Record a state, keeping only the newest few per upper dir."""
+        data = self._zc.compress(fmt.dumps(state))
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute(
+                    "INSERT OR REPLACE INTO states VALUES (?, ?, ?, ?)", (upper, snapshot_id, time.time(), data)
+                )
+                self._db.execute(
+                    "DELETE FROM states WHERE upper = ? AND snap NOT IN "
+                    "(SELECT snap FROM states WHERE upper = ? ORDER BY saved DESC LIMIT ?)",
+                    (upper, upper, STATES_KEPT),
+                )
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise StorageError(f"sync cache error: {exc}") from exc
+
+    def drop_states(self, upper: str) -> None:
+        """Forget every state of ``upper`` (its directory was removed or replaced)."""
+        self._run("DELETE FROM states WHERE upper = ?", (upper,))
+
+    # ------------------------------------------------------------------ pack cache
+    def cached_pack(self, pack_id: str) -> bytes | None:
+        """A pack's bytes from the local pack cache, or None."""
+        path = self.pack_dir / pack_id
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+            os.utime(path)  # recently used: evicted last
+            return data
+        except FileNotFoundError:
+            return None
+        except OSError:
+            return None
+
+    def store_pack(self, pack_id: str, data: bytes) -> None:
+        """Keep a copy of a pack (no fsync: losing it only costs a download)."""
+        if self.pack_cache_bytes <= 0:
+            return
+        tmp = self.pack_dir / f".{pack_id}.{os.urandom(4).hex()}"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, self.pack_dir / pack_id)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # a full disk must not fail a sync
+
+    def evict_packs(self) -> None:
+        """Delete the least recently used cached packs until under the byte budget."""
+        try:
+            entries = []
+            with os.scandir(self.pack_dir) as it:
+                for e in it:
+                    st = e.stat()
+                    entries.append((st.st_mtime, st.st_size, e.path))
+        except OSError:
+            return
+        total = sum(size for _, size, _ in entries)
+        for _, size, path in sorted(entries):
+            if total <= self.pack_cache_bytes:
+                break
+            try:
+                os.unlink(path)
+            except OSError:
+                continue
+            total -= size
