@@ -166,6 +166,19 @@ class Mags:
         check_id("request_id", request_id)
         return self._drive(flows.wait_result(request_id, timeout=timeout, poll_interval=poll_interval))
 
+    def wait_for_status(
+        self,
+        request_id: str,
+        until: tuple[str, ...] = ("running", "sleeping", "completed", "error"),
+        *,
+        timeout: float | None = 30.0,
+        poll_interval: float = 1.0,
+    ) -> dict:
+        """Return a job's status as soon as it is one of ``until`` (or the last one at ``timeout``)."""
+        check_id("request_id", request_id)
+        flow = flows.wait_status(request_id, tuple(until), timeout=timeout, poll_interval=poll_interval)
+        return self._drive(flow)
+
     def new(
         self,
         name: str,
