@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from mags import __version__
-from mags.cli import auth, claude, cron, image, jobs, sandbox, server_cmd, tokens, url, workspace
+from mags.cli import auth, claude, cron, image, jobs, run, sandbox, server_cmd, tokens, url, workspace
 from mags.cli.context import CONTEXT_SETTINGS, MagsGroup, State
 
 
@@ -32,7 +32,7 @@ def cli(ctx: click.Context) -> None:
     ctx.ensure_object(State)
 
 
-for _module in (jobs, sandbox, url, workspace, cron, auth, tokens, server_cmd, image, claude):
+for _module in (run, jobs, sandbox, url, workspace, cron, auth, tokens, server_cmd, image, claude):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 

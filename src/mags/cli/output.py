@@ -73,7 +73,9 @@ def print_fields(data: dict[str, Any], keys: Iterable[str]) -> None:
     keys = [k for k in keys if data.get(k) not in (None, "")]
     width = max((len(k) for k in keys), default=0)
     for key in keys:
-        click.echo(f"{key + ':':<{width + 1}} {data[key]}")
+        value = data[key]
+        text = ("yes" if value else "no") if isinstance(value, bool) else value
+        click.echo(f"{key + ':':<{width + 1}} {text}")
 
 
 def ago(timestamp: Any) -> str:

@@ -23,10 +23,6 @@ def job_status(request_id: str) -> Call:
     return Call("GET", f"/mags-jobs/{check_id('request_id', request_id)}/status")
 
 
-def job_logs(request_id: str) -> Call:
-    return Call("GET", f"/mags-jobs/{check_id('request_id', request_id)}/logs")
-
-
 def enable_access(request_id: str, port: int) -> Call:
     check_port(port)
     return Call("POST", f"/mags-jobs/{check_id('request_id', request_id)}/access", json={"port": port})

@@ -77,6 +77,20 @@ def wait_status(
             yield Sleep(pause)
 
 
+def all_logs(request_id: str) -> Flow[dict[str, Any]]:
+    """``{"logs": [...]}`` with every entry: follows ``has_more``/``next_after`` pages."""
+    entries: list[dict[str, Any]] = []
+    after: Any = None
+    while True:
+        params = {"after": after} if after is not None else None
+        page = yield Call("GET", f"/mags-jobs/{request_id}/logs", params=params)
+        entries.extend(page.get("logs") or [])
+        following = page.get("next_after")
+        if not page.get("has_more") or following is None or following == after:
+            return {"logs": entries}
+        after = following
+
+
 def wait_result(request_id: str, *, timeout: float | None, poll_interval: float) -> Flow[dict[str, Any]]:
     """Wait for a job's script to finish; return ``request_id, status, exit_code, duration_ms, logs``."""
     status = yield from wait_status(request_id, TERMINAL, timeout=timeout, poll_interval=poll_interval)
@@ -85,7 +99,7 @@ def wait_result(request_id: str, *, timeout: float | None, poll_interval: float)
             f"job {request_id} did not finish within {timeout:g}s (status: {status.get('status')})",
             status_code=408,
         )
-    logs = yield Call("GET", f"/mags-jobs/{request_id}/logs")
+    logs = yield from all_logs(request_id)
     return run_result(request_id, status, logs)
 
 
@@ -246,7 +260,7 @@ def poll_logs(
         started = time.monotonic()
         status = yield status_call(request_id, wait=1)
         finished = status.get("status") in TERMINAL
-        logs = yield Call("GET", f"/mags-jobs/{request_id}/logs")
+        logs = yield from all_logs(request_id)
         dedupe.restart()
         for entry in logs.get("logs") or []:
             if dedupe.accept(entry):

@@ -229,8 +229,9 @@ class Mags:
         return self._call(ep.job_status(request_id))
 
     def logs(self, request_id: str) -> dict:
-        """``{"logs": [{"timestamp", "source", "message"}...]}``."""
-        return self._call(ep.job_logs(request_id))
+        """``{"logs": [{"seq", "timestamp", "source", "message"}...]}``, every page of them."""
+        check_id("request_id", request_id)
+        return self._drive(flows.all_logs(request_id))
 
     def list_jobs(self, *, page: int = 1, page_size: int = 20) -> dict:
         """``{"jobs": [...], "total", "page", "page_size"}``, newest first."""

@@ -291,3 +291,15 @@ def test_simple_endpoints(api, mags_client):
     assert mags_client.enable_access(JOB, port=22)["ssh_port"] == 2222
     assert mags_client.usage(window_days=7)["total_jobs"] == 3
     assert api.calls("GET", "/mags-jobs/usage")[0].url.params["window_days"] == "7"
+
+
+def test_logs_follow_pages(api, mags_client):
+    api.on(
+        "GET",
+        f"/mags-jobs/{JOB}/logs",
+        {"logs": [{"seq": 1, "message": "a"}], "has_more": True, "next_after": 1},
+        {"logs": [{"seq": 2, "message": "b"}], "has_more": False, "next_after": 2},
+    )
+    assert [e["message"] for e in mags_client.logs(JOB)["logs"]] == ["a", "b"]
+    assert "after" not in api.requests[0].url.params
+    assert api.requests[1].url.params["after"] == "1"
