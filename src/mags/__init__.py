@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from mags._version import __version__
 from mags.errors import (
     AuthError,
     ClientError,
@@ -29,17 +30,6 @@ if TYPE_CHECKING:
     from mags.sdk.aio import AsyncMags
     from mags.sdk.sync import Mags
 
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("mags")
-    except PackageNotFoundError:  # running from a source tree that is not installed
-        return "0.0.0+unknown"
-
-
-__version__ = _version()
 
 __all__ = [
     "AsyncMags",

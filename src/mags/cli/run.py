@@ -121,7 +121,7 @@ def run_cmd(
     if url:
         echo_err(f"URL: {url}", bold=True)
     try:
-        final = follow_job(client, request_id, waiting="Starting sandbox…", show_system=sys.stderr.isatty())
+        final = follow_job(client, request_id, waiting="Running…", show_system=sys.stderr.isatty())
     except KeyboardInterrupt:
         _interrupted(client, request_id, persistent)
         ctx.exit(130)

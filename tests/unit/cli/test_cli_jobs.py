@@ -217,3 +217,37 @@ def test_url_and_aliases(mags, api, helpers):
     listed = mags("url", "alias", "list").stdout
     assert "SUBDOMAIN" in listed and "http://app.apps.test" in listed
     assert mags("url", "alias", "remove", "app").stdout == "Removed alias app\n"
+
+
+def test_logs_follow_json_lines(mags, api, helpers):
+    api.on(
+        "GET",
+        f"/mags-jobs/{helpers.JOB}/logs",
+        helpers.sse(
+            ("log", {"seq": 1, "source": "stdout", "message": "a"}), ("end", {"status": "completed"})
+        ),
+    )
+    lines = mags("logs", "-f", "--json", helpers.JOB).stdout.splitlines()
+    assert [json.loads(line)["event"] for line in lines] == ["log", "end"]
+
+
+def test_list_says_there_is_more(mags, api, helpers):
+    api.on("GET", "/mags-jobs", {"jobs": [running(helpers)], "total": 45, "page": 1, "page_size": 20})
+    result = mags("list")
+    assert "page 1 of 3 (45 jobs); next: mags list --page 2" in result.stderr
+
+
+def test_url_without_arguments_shows_help(mags, api):
+    result = mags("url")
+    assert "Usage: " in result.output and "alias" in result.output
+    assert api.requests == []
+
+
+def test_new_uploads_files(mags, api, helpers, tmp_path):
+    f = tmp_path / "seed.sql"
+    f.write_text("select 1;")
+    api.on("POST", "/mags-files", {"file_id": "f-7"})
+    api.on("POST", "/mags-jobs", {"request_id": helpers.JOB, "status": "accepted"})
+    api.on("GET", f"/mags-jobs/{helpers.JOB}/status", {"status": "running", "vm_id": "v"})
+    assert mags("new", "db", "-f", str(f)).exit_code == 0
+    assert api.body(api.calls("POST", "/mags-jobs")[0])["file_ids"] == ["f-7"]

@@ -134,3 +134,31 @@ def test_run_missing_file_is_a_usage_error(mags, api, tmp_path):
     result = mags("run", "-f", str(tmp_path / "nope"), "true")
     assert result.exit_code == 2
     assert api.requests == []
+
+
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+    yield  # pragma: no cover - makes this a generator
+
+
+def test_ctrl_c_stops_a_throwaway_job(mags, api, helpers, monkeypatch):
+    from mags.sdk.sync import Mags
+
+    api.on("POST", "/mags-jobs", {"request_id": helpers.JOB, "status": "accepted"})
+    api.on("POST", f"/mags-jobs/{helpers.JOB}/stop", {"success": True})
+    monkeypatch.setattr(Mags, "follow_events", _interrupt)
+    result = mags("run", "sleep 100")
+    assert result.exit_code == 130
+    assert f"stopped job {helpers.JOB}" in result.stderr
+    assert len(api.calls("POST", f"/mags-jobs/{helpers.JOB}/stop")) == 1
+
+
+def test_ctrl_c_detaches_from_a_persistent_job(mags, api, helpers, monkeypatch):
+    from mags.sdk.sync import Mags
+
+    api.on("POST", "/mags-jobs", {"request_id": helpers.JOB, "status": "accepted"})
+    monkeypatch.setattr(Mags, "follow_events", _interrupt)
+    result = mags("run", "-w", "srv", "-p", "python3 -m http.server")
+    assert result.exit_code == 130
+    assert "detached" in result.stderr
+    assert api.calls("POST", f"/mags-jobs/{helpers.JOB}/stop") == []

@@ -303,3 +303,14 @@ def test_logs_follow_pages(api, mags_client):
     assert [e["message"] for e in mags_client.logs(JOB)["logs"]] == ["a", "b"]
     assert "after" not in api.requests[0].url.params
     assert api.requests[1].url.params["after"] == "1"
+
+
+def test_wait_for_status(api, mags_client):
+    api.on("GET", f"/mags-jobs/{JOB}/status", {"status": "running"})
+    assert mags_client.wait_for_status(JOB)["status"] == "running"
+    assert api.requests[0].url.params["until"] == "running,sleeping,completed,error"
+    api.routes.clear()
+    api.on("GET", f"/mags-jobs/{JOB}/status", {"status": "sleeping"})
+    assert mags_client.wait_for_status(JOB, ("sleeping",), timeout=5)["status"] == "sleeping"
+    assert api.requests[1].url.params["until"] == "sleeping"
+    assert int(api.requests[1].url.params["wait"]) == 5
