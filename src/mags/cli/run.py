@@ -26,13 +26,16 @@ Examples:
   mags run -w web -p --url --port 3000 'node server.js'
   mags run -e --json 'uname -a' | jq .exit_code
 
+Quote the script. Options may also follow it; words that are not mags options (ls -la)
+are part of the script, and everything after `--` is.
+
 \b
 Workspace modes: none/-e ephemeral; -w NAME local (kept ~10 min); -w NAME -p persistent
 (synced, VM stays up, sleeps when idle); --base GOLDEN read-only base; --base G -w FORK fork.
 """
 
 
-@click.command("run", help=RUN_HELP, context_settings={"allow_interspersed_args": False})
+@click.command("run", help=RUN_HELP, context_settings={"ignore_unknown_options": True})
 @click.argument("script", nargs=-1, required=True)
 @click.option("-w", "--workspace", metavar="NAME", help="Name the job and its workspace (local unless -p).")
 @click.option("-n", "--name", metavar="NAME", help="Alias of -w.")

@@ -162,3 +162,21 @@ def test_ctrl_c_detaches_from_a_persistent_job(mags, api, helpers, monkeypatch):
     assert result.exit_code == 130
     assert "detached" in result.stderr
     assert api.calls("POST", f"/mags-jobs/{helpers.JOB}/stop") == []
+
+
+def test_run_options_may_follow_the_script(mags, api, helpers):
+    api.on("POST", "/mags-jobs", {"request_id": helpers.JOB, "status": "accepted"})
+    api.on(
+        "GET", f"/mags-jobs/{helpers.JOB}/logs", helpers.sse(("end", {"status": "completed", "exit_code": 0}))
+    )
+    assert mags("run", "python3 app.py", "-w", "proj", "-p").exit_code == 0
+    assert mags("run", "python3", "-c", "print(1)").exit_code == 0
+    assert mags("run", "--", "grep", "-e", "x", "f").exit_code == 0
+    bodies = [api.body(r) for r in api.calls("POST", "/mags-jobs")]
+    assert (bodies[0]["script"], bodies[0]["workspace_id"], bodies[0]["persistent"]) == (
+        "python3 app.py",
+        "proj",
+        True,
+    )
+    assert bodies[1]["script"] == "python3 -c print(1)"
+    assert bodies[2] == {"script": "grep -e x f", "type": "inline", "persistent": False}
