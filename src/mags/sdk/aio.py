@@ -48,7 +48,7 @@ class AsyncMags:
         self,
         api_token: str | None = None,
         api_url: str | None = None,
-        timeout: float = 30.0,
+        timeout: float | None = 30.0,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
@@ -94,7 +94,7 @@ class AsyncMags:
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise unreachable(self.api_url) from exc
         except httpx.TimeoutException as exc:
-            raise timed_out(self.api_url, self.timeout + call.extra_timeout) from exc
+            raise timed_out(self.api_url, self.timeout and self.timeout + call.extra_timeout) from exc
         except httpx.TransportError as exc:
             raise transport_failed(self.api_url, str(exc) or type(exc).__name__) from exc
         return decode(
@@ -286,7 +286,7 @@ class AsyncMags:
                     f"/mags-jobs/{request_id}/logs",
                     params=ep.follow_params(dedupe.last_seq),
                     headers={"Accept": "text/event-stream"},
-                    timeout=httpx.Timeout(self.timeout, read=STREAM_READ_TIMEOUT_S),
+                    timeout=httpx.Timeout(self.timeout, connect=10.0, read=STREAM_READ_TIMEOUT_S),
                 ) as resp:
                     if resp.status_code >= 400 or not is_event_stream(resp.headers):
                         await resp.aread()

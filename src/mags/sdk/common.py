@@ -24,12 +24,12 @@ class ClientConfig:
 
     api_url: str
     api_token: str | None
-    timeout: float
+    timeout: float | None  # None: wait as long as it takes
 
     @classmethod
-    def create(cls, api_token: str | None, api_url: str | None, timeout: float) -> ClientConfig:
+    def create(cls, api_token: str | None, api_url: str | None, timeout: float | None) -> ClientConfig:
         creds = resolve_credentials(api_token, api_url)
-        return cls(creds.api_url, creds.api_token, float(timeout))
+        return cls(creds.api_url, creds.api_token, None if timeout is None else float(timeout))
 
     @property
     def has_token(self) -> bool:
@@ -43,6 +43,8 @@ class ClientConfig:
 
     def timeout_for(self, call: Call) -> httpx.Timeout:
         """Long-polls and exec need the server's wait on top of the usual timeout."""
+        if self.timeout is None:
+            return httpx.Timeout(None, connect=10.0)
         return httpx.Timeout(self.timeout + call.extra_timeout, connect=min(self.timeout, 10.0))
 
 
