@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from mags.cli.context import OrderedGroup, State, pass_state
-from mags.cli.jobs import parse_env
+from mags.cli.jobs import parse_env, script_text
 from mags.cli.output import ago, print_json, print_table
 
 
@@ -47,7 +47,7 @@ def cron_add(
     job = state.client().cron_create(
         name,
         schedule,
-        " ".join(script),
+        script_text(script),
         workspace_id=workspace,
         environment=parse_env(env) or None,
         persistent=persistent,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -84,6 +85,15 @@ def follow_job(client: Mags, request_id: str, *, waiting: str | None = None, sho
     if final.get("status") == "error" and final.get("exit_code") is None:
         echo_err(f"error: {final.get('error_message') or 'the job failed'}")
     return final
+
+
+def script_text(words: tuple[str, ...]) -> str:
+    """The script for SCRIPT/COMMAND words.
+
+    One argument is a shell script, sent as it is; several are words the local shell already
+    split, so they are re-quoted (``mags run python3 -c 'print(1)'`` runs what it says).
+    """
+    return words[0] if len(words) == 1 else shlex.join(words)
 
 
 def parse_env(pairs: tuple[str, ...]) -> dict[str, str]:

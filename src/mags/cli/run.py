@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from mags.cli.context import State, pass_state, usage_error
-from mags.cli.jobs import exit_code_of, follow_job, parse_env, upload_all
+from mags.cli.jobs import exit_code_of, follow_job, parse_env, script_text, upload_all
 from mags.cli.output import echo_err, print_json, spinner
 from mags.errors import ClientError
 
@@ -102,7 +102,7 @@ def run_cmd(
     client = state.client()
     file_ids = upload_all(client, files)
     job = client.run(
-        " ".join(script), name=ws, workspace_id=ws, base_workspace_id=base, persistent=persistent,
+        script_text(script), name=ws, workspace_id=ws, base_workspace_id=base, persistent=persistent,
         no_sleep=no_sleep, ephemeral=ephemeral, startup_command=startup_command,
         environment=environment or None, file_ids=file_ids or None, disk_gb=disk,
     )  # fmt: skip

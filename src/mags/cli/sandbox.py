@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from mags.cli.context import CliError, State, pass_state
-from mags.cli.jobs import upload_all
+from mags.cli.jobs import script_text, upload_all
 from mags.cli.output import echo_err, print_json, spinner
 from mags.errors import ClientError
 
@@ -106,7 +106,7 @@ def exec_cmd(
     """
     from mags.sdk.base import exit_code_for
 
-    result = state.client().exec(name_or_id, " ".join(command), timeout=timeout)
+    result = state.client().exec(name_or_id, script_text(command), timeout=timeout)
     if as_json:
         print_json(result)
     else:

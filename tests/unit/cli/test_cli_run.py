@@ -178,5 +178,5 @@ def test_run_options_may_follow_the_script(mags, api, helpers):
         "proj",
         True,
     )
-    assert bodies[1]["script"] == "python3 -c print(1)"
+    assert bodies[1]["script"] == "python3 -c 'print(1)'"
     assert bodies[2] == {"script": "grep -e x f", "type": "inline", "persistent": False}
