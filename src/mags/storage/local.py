@@ -64,7 +64,7 @@ class LocalObjectStore:
             for chunk in chunks:
                 view = memoryview(chunk)
                 while view:
-                    view = view[os.write(fd, view):]
+                    view = view[os.write(fd, view) :]
             if self._fsync:
                 os.fsync(fd)
         except BaseException:

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import zstandard
 
@@ -70,7 +70,7 @@ class LocalCache:
         with self._lock:
             self._db.close()
 
-    def __enter__(self) -> LocalCache:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -168,7 +168,8 @@ class LocalCache:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 self._db.execute(
-                    "INSERT OR REPLACE INTO states VALUES (?, ?, ?, ?)", (upper, snapshot_id, time.time(), data)
+                    "INSERT OR REPLACE INTO states VALUES (?, ?, ?, ?)",
+                    (upper, snapshot_id, time.time(), data),
                 )
                 self._db.execute(
                     "DELETE FROM states WHERE upper = ? AND snap NOT IN "

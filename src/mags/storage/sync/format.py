@@ -74,7 +74,11 @@ def pack_id_of_key(key: str) -> str:
 
 def check_id(value: str, what: str) -> str:
     """Return ``value`` if it looks like one of our hex ids, else raise StorageError."""
-    if not isinstance(value, str) or not 8 <= len(value) <= 64 or not all(c in "0123456789abcdef" for c in value):
+    if (
+        not isinstance(value, str)
+        or not 8 <= len(value) <= 64
+        or not all(c in "0123456789abcdef" for c in value)
+    ):
         raise StorageError(f"bad {what} id {value!r}")
     return value
 

@@ -96,7 +96,9 @@ class SQLiteHeadStore:
     def get_head(self, workspace: str) -> tuple[str | None, int]:
         """Current ``(snapshot_id, generation)``."""
         with self._lock:
-            row = self._db.execute("SELECT head, generation FROM workspaces WHERE id = ?", (workspace,)).fetchone()
+            row = self._db.execute(
+                "SELECT head, generation FROM workspaces WHERE id = ?", (workspace,)
+            ).fetchone()
         return (row[0], int(row[1])) if row else (None, 0)
 
     def compare_and_swap(self, workspace: str, expected_generation: int, new_snapshot_id: str) -> bool:

@@ -108,7 +108,9 @@ def _syncfs(path: str) -> None:
 class _Restorer:
     """One run of :func:`restore`."""
 
-    def __init__(self, store: ObjectStore, cache: LocalCache, root: dict[str, Any], opts: SyncOptions) -> None:
+    def __init__(
+        self, store: ObjectStore, cache: LocalCache, root: dict[str, Any], opts: SyncOptions
+    ) -> None:
         self.cache = cache
         self.root = root
         self.opts = opts
@@ -205,7 +207,9 @@ class _Restorer:
             raise StorageError(f"snapshot has an unknown entry kind {kind!r} at {path}")
         apply_meta(path, e, kind, self.warnings)
 
-    def _fetch(self, pack_id: str, blobs: dict[int, tuple[fmt.Ref, list[Any]]]) -> list[tuple[fmt.Ref, memoryview]]:
+    def _fetch(
+        self, pack_id: str, blobs: dict[int, tuple[fmt.Ref, list[Any]]]
+    ) -> list[tuple[fmt.Ref, memoryview]]:
         """The payloads of the wanted blobs of one pack (whole-pack GET unless little is needed)."""
         offsets = sorted(blobs)
         end = max(off + blobs[off][0][3] for off in offsets)
@@ -237,7 +241,9 @@ class _Restorer:
             if self.opts.verify:
                 data = decode_blob(ref, payload, dctx)
             else:
-                data = bytes(payload) if ref[3] == ref[4] else dctx.decompress(payload, max_output_size=ref[4])
+                data = (
+                    bytes(payload) if ref[3] == ref[4] else dctx.decompress(payload, max_output_size=ref[4])
+                )
             for target, offset in blobs[ref[2]][1]:
                 self._write(target, offset, data)
 
@@ -293,12 +299,21 @@ def _matches(cache: LocalCache, dest: str, snapshot_id: str, root: dict[str, Any
     return node.clean and node.state_ref == root["tree"]
 
 
+def _nonempty(path: str) -> bool:
+    with os.scandir(path) as it:
+        return any(True for _ in it)
+
+
 def cleanup_leftovers(parent_dir: str | Path) -> int:
     """Remove temp dirs of restores that were killed; return how many were removed."""
     removed = 0
     with os.scandir(parent_dir) as it:
         for entry in it:
-            if entry.name.startswith(".") and ".restore-" in entry.name and entry.is_dir(follow_symlinks=False):
+            if (
+                entry.name.startswith(".")
+                and ".restore-" in entry.name
+                and entry.is_dir(follow_symlinks=False)
+            ):
                 shutil.rmtree(entry.path, ignore_errors=True)
                 removed += 1
     return removed
@@ -324,9 +339,9 @@ def restore(
     with LocalCache(cache_dir) as cache:
         root = load_root(store, cache, opts.prefix, snapshot_id)
         result = RestoreResult(snapshot_id, root["files"], root["bytes"], 0, 0.0)
-        nonempty = os.path.isdir(dest) and any(os.scandir(dest))
-        if os.path.lexists(dest) and not os.path.isdir(dest):
+        if os.path.lexists(dest) and (os.path.islink(dest) or not os.path.isdir(dest)):
             raise StorageError(f"restore target {dest} is not a directory")
+        nonempty = os.path.isdir(dest) and _nonempty(dest)
         if nonempty:
             key = upper_key(dest)
             if _matches(cache, key, snapshot_id, root):

@@ -45,7 +45,9 @@ class Kid:
 
     __slots__ = ("h", "job", "kind", "name", "node", "rel", "st", "trusted")
 
-    def __init__(self, name: str, rel: str, st: os.stat_result, kind: str, h: str | None, trusted: bool) -> None:
+    def __init__(
+        self, name: str, rel: str, st: os.stat_result, kind: str, h: str | None, trusted: bool
+    ) -> None:
         self.name = name
         self.rel = rel
         self.st = st

@@ -240,7 +240,9 @@ class _Snapshotter:
 
     def _record(self, rel: str, st: os.stat_result, extra: Any = None) -> None:
         if st.st_ctime_ns < self.t_start:  # else it may change again within this clock tick
-            self.new_state[rel] = [st.st_ino, st.st_ctime_ns] if extra is None else [st.st_ino, st.st_ctime_ns, extra]
+            self.new_state[rel] = (
+                [st.st_ino, st.st_ctime_ns] if extra is None else [st.st_ino, st.st_ctime_ns, extra]
+            )
 
     def carry_state(self, node: Node) -> None:
         """Copy the recorded state of a clean subtree."""
