@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from mags import __version__
@@ -38,5 +40,17 @@ for _module in (run, jobs, sandbox, url, workspace, cron, auth, tokens, server_c
 
 
 def main() -> None:
-    """Console-script entry point."""
-    cli(prog_name="mags")
+    """Console-script entry point: usage errors are one line, like every other error."""
+    try:
+        rv = cli.main(prog_name="mags", standalone_mode=False)
+    except click.UsageError as exc:
+        path = exc.ctx.command_path if exc.ctx is not None else "mags"
+        click.echo(f"error: {exc.format_message()} (see '{path} --help')", err=True)
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("error: aborted", err=True)
+        sys.exit(1)
+    sys.exit(rv if isinstance(rv, int) else 0)

@@ -16,7 +16,7 @@ from mags.errors import RuntimeUnavailable, SandboxError
 from mags.runtime import native
 from mags.runtime.base import Limits
 from mags.runtime.cgroups import Cgroup, CgroupDriver
-from mags.runtime.hostslot import HostSlot, claim_host_slot
+from mags.runtime.hostslot import MAX_SLOTS, HostSlot, claim_host_slot, try_hold
 from mags.runtime.image import Image, resolve_image
 from mags.runtime.network import NetSlot, NetworkManager
 
@@ -76,10 +76,36 @@ class HostEnv:
             self.sandboxes_dir.mkdir(parents=True, exist_ok=True)
             self.network = NetworkManager(self.slot.index, self.settings.network_cidr)
             self.network.start()
+            self._clean_dead_slots()
         except Exception:
             self.slot.release()
             self.slot = None
             raise
+
+    def _clean_dead_slots(self) -> None:
+        """Remove what crashed agents of *other* slots left behind (their lock is free)."""
+        assert self.cgroups is not None and self.slot is not None
+        netns = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
+        for i in range(MAX_SLOTS):
+            if i == self.slot.index:
+                continue
+            cg = type(self.cgroups)(f"a{i}")
+            has_cg = any(d.exists() for d in cg.agent_dirs())
+            has_net = any(n.startswith(f"mags-a{i}-") for n in netns)
+            if not (has_cg or has_net):
+                continue
+            held = try_hold(i)  # hold the dead slot's lock so no agent claims it mid-cleanup
+            if held is None:
+                continue
+            try:
+                if has_cg:
+                    cg.cleanup_leftovers()
+                    cg.remove_agent_dirs()
+                if has_net:
+                    NetworkManager(i, self.settings.network_cidr).cleanup()
+                log.warning("cleaned leftovers of dead agent slot a%d", i)
+            finally:
+                held.release()
 
     def close(self) -> None:
         if self.network is not None:

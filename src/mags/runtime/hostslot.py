@@ -49,3 +49,18 @@ def claim_host_slot(lock_dir: Path = LOCK_DIR, max_slots: int = MAX_SLOTS) -> Ho
         os.write(fd, f"{os.getpid()}\n".encode())
         return HostSlot(i, fd)
     raise RuntimeUnavailable(f"all {max_slots} agent slots on this host are in use")
+
+
+
+def try_hold(index: int, lock_dir: Path = LOCK_DIR) -> HostSlot | None:
+    """Take slot ``index`` if no live agent holds it (the caller releases it)."""
+    path = lock_dir / f"{index}.lock"
+    if not path.exists():
+        return None
+    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return HostSlot(index, fd)
