@@ -90,8 +90,16 @@ def _store(args: argparse.Namespace, settings: Any) -> ObjectStore:
 def run(argv: list[str]) -> dict[str, Any]:
     """Parse ``argv``, run the operation, return the JSON-ready result."""
     from mags.config import load_settings
-    from mags.storage.sync import DEFAULT_GRACE_S, SQLiteHeadStore, SyncOptions, commit, gc, rebuild_index
-    from mags.storage.sync import restore, snapshot
+    from mags.storage.sync import (
+        DEFAULT_GRACE_S,
+        SQLiteHeadStore,
+        SyncOptions,
+        commit,
+        gc,
+        rebuild_index,
+        restore,
+        snapshot,
+    )
 
     args = _parser().parse_args(argv)
     settings = load_settings()
@@ -115,7 +123,9 @@ def run(argv: list[str]) -> dict[str, Any]:
             killpoint("after_commit")
         return {"op": "snapshot", **res.to_dict(), "generation": generation}
     if args.op == "restore":
-        res = restore(store, args.snapshot, args.dest, cache, opts, replace=args.replace, durable=args.durable)
+        res = restore(
+            store, args.snapshot, args.dest, cache, opts, replace=args.replace, durable=args.durable
+        )
         return {"op": "restore", **res.to_dict()}
     if args.op == "gc":
         live = set(args.live)

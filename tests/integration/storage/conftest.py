@@ -144,7 +144,7 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
 
 
 @pytest.fixture
-def s3_store(seaweedfs: SeaweedFS):  # noqa: ANN201 - S3ObjectStore, imported lazily (boto3 is slow)
+def s3_store(seaweedfs: SeaweedFS):
     """A fresh bucket on the session's SeaweedFS."""
     from mags.storage.s3 import S3ObjectStore
 

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from mags.storage.local import LocalObjectStore
-from mags.storage.sync import SnapshotResult, restore, snapshot
-from mags.storage.sync import fsread
+from mags.storage.sync import SnapshotResult, fsread, restore, snapshot
 
 from .helpers import assert_same_tree, build_basic_tree, random_bytes, write
 
@@ -60,7 +59,9 @@ def test_one_file_change_uploads_about_that_file(
     check_roundtrip(store, res, upper, tmp_path)
 
 
-def test_small_change_in_big_file_uploads_one_chunk(store: LocalObjectStore, upper: Path, cache: Path) -> None:
+def test_small_change_in_big_file_uploads_one_chunk(
+    store: LocalObjectStore, upper: Path, cache: Path
+) -> None:
     write(upper / "big.bin", random_bytes(16 << 20, 5))
     first = sync(store, upper, None, cache)
     with open(upper / "big.bin", "r+b") as f:

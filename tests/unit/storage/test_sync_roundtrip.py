@@ -14,7 +14,15 @@ from mags.storage.local import LocalObjectStore
 from mags.storage.sync import SyncOptions, restore, snapshot
 from mags.storage.sync.treediff import describe
 
-from .helpers import IS_ROOT, ROOT_REASON, assert_same_tree, build_basic_tree, build_full_tree, build_overlay_tree, write
+from .helpers import (
+    IS_ROOT,
+    ROOT_REASON,
+    assert_same_tree,
+    build_basic_tree,
+    build_full_tree,
+    build_overlay_tree,
+    write,
+)
 
 
 def test_roundtrip_every_kind(store: LocalObjectStore, upper: Path, cache: Path, tmp_path: Path) -> None:
@@ -28,7 +36,9 @@ def test_roundtrip_every_kind(store: LocalObjectStore, upper: Path, cache: Path,
     assert_same_tree(upper, dest)
 
 
-def test_hardlinks_come_back_linked(store: LocalObjectStore, upper: Path, cache: Path, tmp_path: Path) -> None:
+def test_hardlinks_come_back_linked(
+    store: LocalObjectStore, upper: Path, cache: Path, tmp_path: Path
+) -> None:
     build_basic_tree(upper)
     res = snapshot(store, upper, None, cache)
     dest = tmp_path / "restored"
@@ -37,7 +47,9 @@ def test_hardlinks_come_back_linked(store: LocalObjectStore, upper: Path, cache:
     assert a.st_ino == b.st_ino == c.st_ino and a.st_nlink == 3
 
 
-def test_sparse_file_keeps_its_holes(store: LocalObjectStore, upper: Path, cache: Path, tmp_path: Path) -> None:
+def test_sparse_file_keeps_its_holes(
+    store: LocalObjectStore, upper: Path, cache: Path, tmp_path: Path
+) -> None:
     build_basic_tree(upper)
     res = snapshot(store, upper, None, cache)
     assert res.bytes_uploaded < 8 << 20  # 40 MiB apparent size, ~5 MiB real data
@@ -73,7 +85,9 @@ def test_root_dir_metadata_is_kept(store: LocalObjectStore, upper: Path, cache: 
     assert_same_tree(upper, tmp_path / "r")
 
 
-def test_sockets_skipped_devices_warned(store: LocalObjectStore, upper: Path, cache: Path, tmp_path: Path) -> None:
+def test_sockets_skipped_devices_warned(
+    store: LocalObjectStore, upper: Path, cache: Path, tmp_path: Path
+) -> None:
     write(upper / "keep", "x")
     sock = socket.socket(socket.AF_UNIX)
     sock.bind(str(upper / "app.sock"))
@@ -95,7 +109,9 @@ def test_empty_upper(store: LocalObjectStore, upper: Path, cache: Path, tmp_path
     assert os.listdir(tmp_path / "r") == []
 
 
-def test_restore_into_existing_empty_dir(store: LocalObjectStore, upper: Path, cache: Path, tmp_path: Path) -> None:
+def test_restore_into_existing_empty_dir(
+    store: LocalObjectStore, upper: Path, cache: Path, tmp_path: Path
+) -> None:
     write(upper / "a", "1")
     res = snapshot(store, upper, None, cache)
     dest = tmp_path / "exists"
@@ -105,7 +121,9 @@ def test_restore_into_existing_empty_dir(store: LocalObjectStore, upper: Path, c
     assert [p.name for p in tmp_path.iterdir() if ".restore-" in p.name] == []
 
 
-def test_restore_refuses_foreign_nonempty_dir(store: LocalObjectStore, upper: Path, cache: Path, tmp_path: Path) -> None:
+def test_restore_refuses_foreign_nonempty_dir(
+    store: LocalObjectStore, upper: Path, cache: Path, tmp_path: Path
+) -> None:
     write(upper / "a", "1")
     res = snapshot(store, upper, None, cache)
     dest = tmp_path / "busy"
@@ -118,7 +136,9 @@ def test_restore_refuses_foreign_nonempty_dir(store: LocalObjectStore, upper: Pa
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
-def test_restore_same_host_skips_work(store: LocalObjectStore, upper: Path, cache: Path, tmp_path: Path) -> None:
+def test_restore_same_host_skips_work(
+    store: LocalObjectStore, upper: Path, cache: Path, tmp_path: Path
+) -> None:
     build_basic_tree(upper)
     res = snapshot(store, upper, None, cache)
     dest = tmp_path / "r"

@@ -307,6 +307,8 @@ def _nonempty(path: str) -> bool:
 def cleanup_leftovers(parent_dir: str | Path) -> int:
     """Remove temp dirs of restores that were killed; return how many were removed."""
     removed = 0
+    if not os.path.isdir(parent_dir):
+        return 0
     with os.scandir(parent_dir) as it:
         for entry in it:
             if (

@@ -125,6 +125,7 @@ class _Snapshotter:
         self.new_state: dict[str, list[Any]] = {}
         self.known: dict[str, fmt.Ref] = {}  # chunks safe to reference (parent's, or this run's)
         self.known_lock = threading.Lock()
+        self.alive_packs: dict[str, bool] = {}
         self.new_trees: list[tuple[str, bytes]] = []
         self.files_hashed = 0
         self.chunks_new = 0
@@ -145,9 +146,19 @@ class _Snapshotter:
         hit = self.cache.lookup_chunk(digest)
         if hit is not None:
             pack, off, clen, ulen, ptime = hit
-            if pack in self.parent_packs or ptime > self.reuse_after:
+            if pack in self.parent_packs or (ptime > self.reuse_after and self._pack_alive(pack)):
                 return [digest, pack, off, clen, ulen]
         return None
+
+    def _pack_alive(self, pack_id: str) -> bool:
+        """Does a pack known only from the host index still exist? (asked once per pack per run)"""
+        alive = self.alive_packs.get(pack_id)
+        if alive is None:
+            alive = self.store.exists(fmt.pack_key(self.prefix, pack_id))
+            self.alive_packs[pack_id] = alive
+            if not alive:
+                self.cache.forget_packs([pack_id])
+        return alive
 
     def _store_chunk(self, data: memoryview) -> fmt.Ref:
         digest = fmt.hash_hex(data)
