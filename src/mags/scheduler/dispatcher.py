@@ -8,6 +8,7 @@ as ``error`` with the agent's message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -123,10 +124,10 @@ class Dispatcher:
     # ------------------------------------------------------------------ loop
     async def _run(self) -> None:
         while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.sweep_interval)
-            except TimeoutError:
-                pass
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow our cancellation
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.sweep_interval):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 while await self._claim_once() >= self.claim_batch:
