@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -125,8 +125,13 @@ async def build_control_plane(
     migrate: bool = True,
     start: bool = True,
     sweep_interval: float = 2.0,
+    agent_urls: Mapping[str, str] | None = None,
 ) -> ControlPlane:
-    """Create and (by default) start a control plane on ``settings.db_url`` with ``agents``."""
+    """Create and (by default) start a control plane on ``settings.db_url`` with ``agents``.
+
+    ``agent_urls`` says where each agent listens (agent id -> url); an agent found in the
+    database under another id at one of these urls is treated as restarted (its jobs end).
+    """
     db = db or create_database(settings.db_url)
     if migrate:
         await run_migrations(db)
@@ -134,7 +139,7 @@ async def build_control_plane(
     notifier = JobNotifier()
     jobs = JobStore(db, clock)
     tokens = TokenStore(db, clock)
-    registry = AgentRegistry(agents)
+    registry = AgentRegistry(agents, agent_urls)
     applier = StateApplier(db, notifier, clock, max_log_lines=settings.max_log_lines)
     dispatcher = Dispatcher(settings, db, registry, applier, clock, sweep_interval=sweep_interval)
     controller = JobController(jobs, applier, registry, dispatcher, clock)
@@ -196,7 +201,10 @@ async def serve_async(settings: Settings) -> None:
 
     handle = await start_local_agent(settings)
     try:
-        cp = await build_control_plane(settings, [handle.client], db=db, migrate=False)
+        local_url = f"unix://{settings.agent_socket}"
+        cp = await build_control_plane(
+            settings, [handle.client], db=db, migrate=False, agent_urls={handle.client.agent_id: local_url}
+        )
     except BaseException:
         await handle.stop()
         await db.close()
@@ -248,7 +256,8 @@ async def serve_async(settings: Settings) -> None:
 
 
 async def _runtime_name(handle: Any) -> str:
-    name = getattr(handle, "runtime", None)
+    runtime = getattr(handle, "runtime", None)
+    name = runtime if isinstance(runtime, str) else getattr(runtime, "name", None)
     if isinstance(name, str):
         return name
     try:

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Row
 from mags.agent.models import StopRequest
 from mags.core.jobs import JobStore, NewJob
 from mags.core.states import SCRIPT_DONE, VmStatus
-from mags.errors import AgentError, Conflict, NotFound, SandboxGone
+from mags.errors import AgentError, Conflict, MagsError
 from mags.scheduler.applier import StateApplier
 from mags.scheduler.changes import CANCEL_REASON, USER_STOP_REASON, Change
 from mags.scheduler.dispatcher import Dispatcher
@@ -72,7 +72,9 @@ class JobController:
             return await self.jobs.get(user_id, job_id)
         try:
             info = await agent.stop_sandbox(m["vm_id"], StopRequest(reason=reason))
-        except (SandboxGone, NotFound):
+        except MagsError as exc:
+            if exc.status_code not in (404, 410):  # SandboxGone, NotFound, or their HTTP status
+                raise AgentError(f"could not stop job {job_id}: {exc}") from exc
             await self.applier.apply(Change("finish", job_id, self.clock(), reason=reason))
         except Exception as exc:
             raise AgentError(f"could not stop job {job_id}: {exc}") from exc

@@ -3,6 +3,8 @@
 * :func:`reconcile_at_start` -- jobs a previous process left active (claimed, running,
   sleeping) whose sandbox the agent no longer has end ``error`` with "server restarted";
   sandboxes the database knows nothing active about are stopped.
+* :func:`end_superseded` -- jobs of an agent that listened on the url one of ours has now
+  (the agent restarted under a new id) end with "server restarted".
 * :func:`end_orphans` -- jobs on agents no live control plane serves (never registered, or
   no heartbeat for a while) end too; :class:`Housekeeper` runs it and the heartbeat
   periodically.
@@ -81,6 +83,7 @@ async def reconcile_at_start(
                 await agent.stop_sandbox(sandbox_id, StopRequest(reason="orphaned sandbox", sync=True))
             except Exception as exc:  # noqa: BLE001 - best effort
                 log.warning("cannot stop orphaned sandbox %s: %s", sandbox_id, exc)
+    ended += await end_superseded(db, registry, applier, clock)
     ended += await end_orphans(db, registry, applier, clock, RESTART_REASON)
     if ended:
         log.warning("%d job(s) left active by a previous server ended: %s", ended, RESTART_REASON)
@@ -92,13 +95,44 @@ async def register_agents(db: Database, registry: AgentRegistry, now: float) -> 
     insert = sqlite_insert if db.is_sqlite else pg_insert
     async with db.write() as conn:
         for agent in registry.all():
-            url = getattr(agent, "url", None)
+            url = registry.url(agent.agent_id)
             runtime = getattr(agent, "runtime", None)
             stmt = insert(agents).values(id=agent.agent_id, url=url, runtime=runtime, last_seen=now)
             stmt = stmt.on_conflict_do_update(
                 index_elements=["id"], set_={"url": url, "runtime": runtime, "last_seen": now}
             )
             await conn.execute(stmt)
+
+
+async def end_superseded(
+    db: Database, registry: AgentRegistry, applier: StateApplier, clock: Callable[[], float]
+) -> int:
+    """End active jobs of agents that listened where one of ours listens now (a restart).
+
+    Only one agent can serve a url at a time, so an agent that registered the same url under
+    another id is gone -- with its sandboxes.
+    """
+    urls = registry.urls()
+    if not urls:
+        return 0
+    stmt = (
+        select(jobs.c.request_id)
+        .join(agents, agents.c.id == jobs.c.agent_id)
+        .where(
+            and_(
+                jobs.c.vm_status.in_(_ACTIVE),
+                agents.c.url.in_(urls),
+                agents.c.id.not_in(registry.ids()),
+            )
+        )
+    )
+    async with db.read() as conn:
+        gone = [r._mapping["request_id"] for r in (await conn.execute(stmt)).all()]
+    for job_id in gone:
+        applier.submit(Change("finish", job_id, clock(), reason=RESTART_REASON))
+    if gone:
+        await applier.drain()
+    return len(gone)
 
 
 async def end_orphans(

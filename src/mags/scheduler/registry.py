@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from mags.agent.models import AgentClient
 from mags.errors import AgentError
@@ -12,17 +12,27 @@ from mags.errors import AgentError
 class AgentRegistry:
     """AgentClients by id; :meth:`pick` chooses where the next sandbox goes."""
 
-    def __init__(self, agents: Iterable[AgentClient] = ()) -> None:
+    def __init__(self, agents: Iterable[AgentClient] = (), urls: Mapping[str, str] | None = None) -> None:
         self._agents: dict[str, AgentClient] = {}
+        self._urls: dict[str, str] = {}
         self._cycle: itertools.cycle[str] | None = None
         for agent in agents:
-            self.add(agent)
+            self.add(agent, (urls or {}).get(agent.agent_id) or getattr(agent, "url", None))
 
-    def add(self, agent: AgentClient) -> None:
+    def add(self, agent: AgentClient, url: str | None = None) -> None:
+        """Register an agent; ``url`` is where it listens (one agent per url at a time)."""
         if agent.agent_id in self._agents:
             raise AgentError(f"agent {agent.agent_id} is already registered")
         self._agents[agent.agent_id] = agent
+        if url:
+            self._urls[agent.agent_id] = url
         self._cycle = itertools.cycle(list(self._agents))
+
+    def url(self, agent_id: str) -> str | None:
+        return self._urls.get(agent_id)
+
+    def urls(self) -> list[str]:
+        return list(self._urls.values())
 
     def get(self, agent_id: str | None) -> AgentClient | None:
         return self._agents.get(agent_id) if agent_id else None

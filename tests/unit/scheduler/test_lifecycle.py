@@ -161,3 +161,18 @@ async def test_ingest_reconnects_and_resumes(tmp_path: Path) -> None:
         ingest = cp.ingests[0]
         assert ingest.connects >= 2
         assert agent.stream_calls[0] == 0 and agent.stream_calls[1] > 0  # resumed, not replayed
+
+
+async def test_restart_with_new_agent_id_on_same_url(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    old = FakeAgentClient("agent-old")
+    cp = await build_control_plane(settings, [old], agent_urls={"agent-old": "unix:///run/agent.sock"})
+    uid = (await cp.tokens.ensure_user("u"))._mapping["id"]
+    rid = await submit(cp, uid, "sleep infinity")
+    await wait_status(cp, uid, rid, "running")
+    await crash(cp)
+    new = FakeAgentClient("agent-new")
+    async with running_control_plane(settings, [new], agent_urls={"agent-new": "unix:///run/agent.sock"}) as cp2:
+        m = (await cp2.jobs.get(uid, rid))._mapping
+        assert m["status"] == "error" and m["error_message"] == "server restarted"
+        assert m["vm_status"] == "stopped"
