@@ -9,13 +9,11 @@ servers reject the newer default CRC trailers).  Every botocore error becomes a 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
-from boto3.s3.transfer import TransferConfig
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from mags.errors import StorageError
@@ -32,7 +30,11 @@ def _code(exc: ClientError) -> str:
 
 
 class S3ObjectStore:
-    """An object store in one S3 bucket (created if missing), under an optional key prefix."""
+    """An object store in one S3 bucket (created if missing), under an optional key prefix.
+
+    The boto3 client is built on first use and the bucket checked (and created) before the
+    first write, so a sync that finds nothing to do never pays for importing boto3 (~0.3 s).
+    """
 
     remote = True
 
@@ -51,33 +53,65 @@ class S3ObjectStore:
         self.endpoint = endpoint
         self.bucket = bucket
         self._prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self._access_key = access_key
+        self._secret_key = secret_key
+        self._region = region
+        self._max_pool_connections = max_pool_connections
+        self._create_bucket = create_bucket
+        self._lock = threading.RLock()
+        self._client_obj: Any = None
+        self._transfer: Any = None
+        self._bucket_ready = False
+
+    @property
+    def _client(self) -> Any:
+        if self._client_obj is None:
+            with self._lock:
+                if self._client_obj is None:
+                    self._client_obj = self._make_client()
+        return self._client_obj
+
+    def _make_client(self) -> Any:
+        import boto3  # slow to import: only when the store is first used
+        from boto3.s3.transfer import TransferConfig
+        from botocore.config import Config
+
         config = Config(
-            region_name=region,
+            region_name=self._region,
             signature_version="s3v4",
             s3={"addressing_style": "path"},
             retries={"max_attempts": 5, "mode": "standard"},
-            max_pool_connections=max_pool_connections,
+            max_pool_connections=self._max_pool_connections,
             connect_timeout=10,
             read_timeout=120,
             tcp_keepalive=True,
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
         )
-        try:
-            self._client: Any = boto3.session.Session().client(
-                "s3",
-                endpoint_url=endpoint,
-                aws_access_key_id=access_key,
-                aws_secret_access_key=secret_key,
-                config=config,
-            )
-        except (BotoCoreError, ValueError) as exc:
-            raise StorageError(f"cannot set up S3 client for {endpoint}: {exc}") from exc
         self._transfer = TransferConfig(
             multipart_threshold=64 * _MB, multipart_chunksize=16 * _MB, max_concurrency=8, use_threads=True
         )
-        if create_bucket:
-            self._ensure_bucket(region)
+        try:
+            return boto3.session.Session().client(
+                "s3",
+                endpoint_url=self.endpoint,
+                aws_access_key_id=self._access_key,
+                aws_secret_access_key=self._secret_key,
+                config=config,
+            )
+        except (BotoCoreError, ValueError) as exc:
+            raise StorageError(f"cannot set up S3 client for {self.endpoint}: {exc}") from exc
+
+    def _writable(self) -> Any:
+        """The client, once the bucket is known to exist (created if allowed)."""
+        client = self._client
+        if not self._bucket_ready:
+            with self._lock:
+                if not self._bucket_ready:
+                    if self._create_bucket:
+                        self._ensure_bucket(self._region)
+                    self._bucket_ready = True
+        return client
 
     def __repr__(self) -> str:
         return f"S3ObjectStore({self.endpoint!r}, {self.bucket!r})"
@@ -114,14 +148,14 @@ class S3ObjectStore:
     def put(self, key: str, data: bytes) -> None:
         """Store ``data`` under ``key`` (one PUT; S3 PUTs are atomic)."""
         try:
-            self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=bytes(data))
+            self._writable().put_object(Bucket=self.bucket, Key=self._key(key), Body=bytes(data))
         except (ClientError, BotoCoreError) as exc:
             raise self._error("put", key, exc) from exc
 
     def put_file(self, key: str, path: str | Path) -> None:
         """Upload a local file (multipart above 64 MiB)."""
         try:
-            self._client.upload_file(str(path), self.bucket, self._key(key), Config=self._transfer)
+            self._writable().upload_file(str(path), self.bucket, self._key(key), Config=self._transfer)
         except (ClientError, BotoCoreError) as exc:
             raise self._error("upload", key, exc) from exc
         except OSError as exc:
@@ -130,7 +164,9 @@ class S3ObjectStore:
     def put_if_absent(self, key: str, data: bytes) -> bool:
         """Conditional PUT (``If-None-Match: *``); False if the key already exists."""
         try:
-            self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=bytes(data), IfNoneMatch="*")
+            self._writable().put_object(
+                Bucket=self.bucket, Key=self._key(key), Body=bytes(data), IfNoneMatch="*"
+            )
             return True
         except ClientError as exc:
             if _code(exc) in _EXISTS_CODES:

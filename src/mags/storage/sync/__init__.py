@@ -8,7 +8,7 @@ changed), ``snapshot``, ``restore``, ``gc``, ``heads`` (CAS of workspace heads),
 from mags.storage.sync.gc import DEFAULT_GRACE_S, GcResult, delete_repository, gc, rebuild_index
 from mags.storage.sync.heads import HeadStore, MemoryHeadStore, SQLiteHeadStore, commit
 from mags.storage.sync.restore import RestoreResult, cleanup_leftovers, restore
-from mags.storage.sync.snapshot import SnapshotResult, SyncOptions, snapshot
+from mags.storage.sync.snapshot import SnapshotResult, SyncOptions, forget_upper, snapshot
 
 __all__ = [
     "DEFAULT_GRACE_S",
@@ -22,6 +22,7 @@ __all__ = [
     "cleanup_leftovers",
     "commit",
     "delete_repository",
+    "forget_upper",
     "gc",
     "rebuild_index",
     "restore",

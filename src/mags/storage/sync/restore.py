@@ -338,7 +338,7 @@ def restore(
     t0 = time.monotonic()
     opts = options or SyncOptions()
     dest = os.path.abspath(dest_dir)
-    with LocalCache(cache_dir) as cache:
+    with LocalCache.shared(cache_dir) as cache:
         root = load_root(store, cache, opts.prefix, snapshot_id)
         result = RestoreResult(snapshot_id, root["files"], root["bytes"], 0, 0.0)
         if os.path.lexists(dest) and (os.path.islink(dest) or not os.path.isdir(dest)):
@@ -372,6 +372,8 @@ def restore(
         key = upper_key(dest)
         cache.drop_states(key)
         cache.save_state(key, snapshot_id, _record_state(dest, restorer.tree_refs))
+        if store.remote:
+            cache.evict_packs()
         result.bytes_downloaded = restorer.reader.bytes_downloaded
         result.warnings = restorer.warnings
         result.seconds = time.monotonic() - t0

@@ -55,7 +55,7 @@ class SyncOptions:
     upload_workers: int = 4
     pack_size: int = 8 << 20
     reuse_window_s: float = 6 * 3600  # must stay well below gc's grace period
-    restore_workers: int = 3
+    restore_workers: int = 4  # file writes are kernel-bound: more than the cores helps
     verify: bool = True  # restore: check each chunk's blake3
 
 
@@ -77,6 +77,14 @@ class SnapshotResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return asdict(self)
+
+
+def _distrust(node: Node) -> None:
+    node.clean = node.trusted = False
+    for kid in node.kids:
+        kid.trusted = False
+        if kid.node is not None:
+            _distrust(kid.node)
 
 
 def upper_key(upper_dir: str | Path) -> str:
@@ -311,6 +319,8 @@ class _Snapshotter:
         if sub.clean and prev is not None and prev["r"] == sub.state_ref:
             self.carry_state(sub)
             return prev
+        if sub.clean:  # state and parent disagree (should not happen): trust nothing below
+            _distrust(sub)
         ref, packs, files, nbytes = self.build(sub, prev["r"] if prev is not None else None)
         if sub.trusted and prev is not None:
             entry = {k: v for k, v in prev.items() if k not in ("r", "P", "F", "B")}
@@ -452,8 +462,15 @@ class _Snapshotter:
             self.cache.evict_packs()
 
     def _save_state(self, snapshot_id: str) -> None:
-        if self.new_state != self.state or self.cache.latest_state_snapshot(self.upper) != snapshot_id:
-            self.cache.save_state(self.upper, snapshot_id, self.new_state)
+        if snapshot_id != self.parent_id or self.new_state != self.state:
+            keep = self.parent_id if snapshot_id != self.parent_id else None
+            self.cache.save_state(self.upper, snapshot_id, self.new_state, keep=keep)
+
+
+def forget_upper(cache_dir: str | Path, upper_dir: str | Path) -> None:
+    """Drop the host cache's state for an upper dir that was deleted (or is about to be)."""
+    with LocalCache.shared(cache_dir) as cache:
+        cache.drop_states(upper_key(upper_dir))
 
 
 def snapshot(
@@ -469,5 +486,5 @@ def snapshot(
     The result is not yet a head: commit ``snapshot_id`` with ``HeadStore.compare_and_swap``.
     """
     opts = options or SyncOptions()
-    with LocalCache(cache_dir) as cache:
+    with LocalCache.shared(cache_dir) as cache:
         return _Snapshotter(store, cache, upper_key(upper_dir), parent_snapshot_id, opts).run()
