@@ -14,7 +14,24 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+
+class _NotLoaded(Exception):
+    """Stands in for botocore's exception classes until boto3 is imported (see ``_load``)."""
+
+
+# Bound to botocore's classes when the first client is made; no botocore error can be raised
+# before that, and a placeholder keeps the ``except`` clauses valid meanwhile.
+ClientError: type[Exception] = _NotLoaded
+BotoCoreError: type[Exception] = _NotLoaded
+
+
+def _load_botocore() -> None:
+    global ClientError, BotoCoreError
+    from botocore.exceptions import BotoCoreError as _BotoCoreError
+    from botocore.exceptions import ClientError as _ClientError
+
+    ClientError, BotoCoreError = _ClientError, _BotoCoreError
+
 
 from mags.errors import StorageError
 from mags.storage.objectstore import ObjectInfo, ObjectMissing, validate_key
@@ -25,8 +42,8 @@ _EXISTS_CODES = {"412", "PreconditionFailed", "ConditionalRequestConflict"}
 _MB = 1 << 20
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
+def _code(exc: Exception) -> str:
+    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
 
 
 class S3ObjectStore:
@@ -76,6 +93,7 @@ class S3ObjectStore:
         from boto3.s3.transfer import TransferConfig
         from botocore.config import Config
 
+        _load_botocore()
         config = Config(
             region_name=self._region,
             signature_version="s3v4",
