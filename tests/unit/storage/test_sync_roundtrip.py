@@ -179,3 +179,16 @@ def test_repository_prefix(store: LocalObjectStore, upper: Path, cache: Path, tm
     assert {i.key.split("/")[0] for i in store.list("")} == {"tenant-7"}
     restore(store, res.snapshot_id, tmp_path / "r", tmp_path / "c2", opts)
     assert_same_tree(upper, tmp_path / "r")
+
+
+def test_huge_sparse_file_roundtrip(
+    store: LocalObjectStore, upper: Path, cache: Path, tmp_path: Path
+) -> None:
+    with open(upper / "vm.img", "wb") as f:
+        f.truncate(20 << 30)  # 20 GiB, all hole
+    write(upper / "note", "x")
+    res = snapshot(store, upper, None, cache)
+    assert res.bytes_total == (20 << 30) + 1 and res.bytes_uploaded < 10_000
+    restore(store, res.snapshot_id, tmp_path / "r", cache)
+    st = os.stat(tmp_path / "r/vm.img")
+    assert st.st_size == 20 << 30 and st.st_blocks == 0

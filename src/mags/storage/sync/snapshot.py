@@ -12,37 +12,29 @@
 4. Wait for every pack, then write the snapshot root (the last object, naming everything), and
    only then update the host cache.  The caller commits the returned id with a CAS.
 
-Reusing stored chunks is safe from GC when the chunk is reachable from the parent snapshot
-(the parent is live until our snapshot replaces it) or its pack was written within
-``reuse_window_s`` (younger than GC's grace period); see ``gc``.
+Which stored chunks may be referenced rather than uploaded (safe from GC): see ``hashing``.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import socket
 import stat
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import zstandard
-
 from mags.errors import StorageError
 from mags.storage.objectstore import ObjectMissing, ObjectStore
 from mags.storage.sync import format as fmt
 from mags.storage.sync import fsread
 from mags.storage.sync.cache import LocalCache
+from mags.storage.sync.hashing import GONE, ChunkStore
 from mags.storage.sync.killpoints import killpoint
 from mags.storage.sync.packs import PackReader, PackWriter, TreeLoader, Uploader
 from mags.storage.sync.scan import Kid, Node, Scanner, TooDeep
-
-_READ_RETRIES = 3
-_GONE = {errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENXIO}
 
 
 @dataclass
@@ -129,100 +121,18 @@ class _Snapshotter:
         self.tree_packs = PackWriter(self.prefix, self.uploader, cache, opts.pack_size)
         self.parent: dict[str, Any] | None = None
         self.parent_packs: set[str] = set()
+        self.chunks = ChunkStore(
+            store,
+            cache,
+            self.prefix,
+            self.data_packs,
+            self.parent_packs,
+            opts.compression_level,
+            opts.reuse_window_s,
+        )
         self.state: dict[str, list[Any]] = {}
         self.new_state: dict[str, list[Any]] = {}
-        self.known: dict[str, fmt.Ref] = {}  # chunks safe to reference (parent's, or this run's)
-        self.known_lock = threading.Lock()
-        self.alive_packs: dict[str, bool] = {}
         self.new_trees: list[tuple[str, bytes]] = []
-        self.files_hashed = 0
-        self.chunks_new = 0
-        self.local = threading.local()
-        self.reuse_after = time.time() - opts.reuse_window_s
-
-    # ------------------------------------------------------------------ chunks
-    def _compressor(self) -> zstandard.ZstdCompressor:
-        c = getattr(self.local, "zc", None)
-        if c is None:
-            c = self.local.zc = zstandard.ZstdCompressor(level=self.opts.compression_level)
-        return c
-
-    def _lookup(self, digest: str) -> fmt.Ref | None:
-        ref = self.known.get(digest)
-        if ref is not None:
-            return ref
-        hit = self.cache.lookup_chunk(digest)
-        if hit is not None:
-            pack, off, clen, ulen, ptime = hit
-            if pack in self.parent_packs or (ptime > self.reuse_after and self._pack_alive(pack)):
-                return [digest, pack, off, clen, ulen]
-        return None
-
-    def _pack_alive(self, pack_id: str) -> bool:
-        """Does a pack known only from the host index still exist? (asked once per pack per run)"""
-        alive = self.alive_packs.get(pack_id)
-        if alive is None:
-            alive = self.store.exists(fmt.pack_key(self.prefix, pack_id))
-            self.alive_packs[pack_id] = alive
-            if not alive:
-                self.cache.forget_packs([pack_id])
-        return alive
-
-    def _store_chunk(self, data: memoryview) -> fmt.Ref:
-        digest = fmt.hash_hex(data)
-        ref = self._lookup(digest)
-        if ref is not None:
-            return ref
-        comp = self._compressor().compress(data)
-        payload = comp if len(comp) < len(data) else bytes(data)
-        with self.known_lock:
-            ref = self.known.get(digest)
-            if ref is None:
-                ref = self.data_packs.add(digest, payload, len(data))
-                self.known[digest] = ref
-                self.chunks_new += 1
-        return ref
-
-    def hash_file(self, path: str, name: str) -> tuple[fmt.Entry, os.stat_result] | None:
-        """Read, chunk and store one regular file; return its entry and fstat (None if gone)."""
-        try:
-            fd = fsread.open_file(path)
-        except OSError as exc:
-            if exc.errno in _GONE:
-                return None  # deleted or replaced since the scan: the next sync sees it
-            raise
-        try:
-            for attempt in range(_READ_RETRIES):
-                before = os.fstat(fd)
-                if not stat.S_ISREG(before.st_mode):
-                    return None
-                chunks: list[list[Any]] = []
-                try:
-                    for off, data in fsread.iter_chunks(fd, before):
-                        chunks.append([off, *self._store_chunk(data)])
-                except fsread.FileChanged:
-                    if attempt == _READ_RETRIES - 1:
-                        raise
-                    continue
-                xattrs = fsread.read_xattrs(fd)
-                after = os.fstat(fd)
-                if (after.st_ctime_ns, after.st_size, after.st_mtime_ns) == (
-                    before.st_ctime_ns,
-                    before.st_size,
-                    before.st_mtime_ns,
-                ):
-                    break
-            entry = fsread.base_entry(name, fsread.FILE, after)
-            entry["s"] = after.st_size
-            if chunks:
-                entry["c"] = chunks
-            if xattrs:
-                entry["x"] = fmt.encode_xattrs(xattrs)
-            with self.known_lock:
-                self.files_hashed += 1
-            return entry, after
-        finally:
-            os.close(fd)
 
     # ------------------------------------------------------------------ build
     def preload(self, node: Node, prev_ref: fmt.Ref | None) -> None:
@@ -240,11 +150,9 @@ class _Snapshotter:
         prev: dict[str, fmt.Entry] = {}
         if prev_ref is None:
             return prev
-        known = self.known
         for e in self.trees.load(prev_ref):
             prev[e["n"]] = e
-            for c in e.get("c", ()):
-                known.setdefault(c[1], c[1:])
+            self.chunks.learn(e)
         return prev
 
     def submit_hashing(self, node: Node, pool: ThreadPoolExecutor) -> None:
@@ -255,7 +163,7 @@ class _Snapshotter:
             if kid.node is not None:
                 self.submit_hashing(kid.node, pool)
             elif kid.kind == fsread.FILE and not kid.trusted:
-                kid.job = pool.submit(self.hash_file, os.path.join(node.path, kid.name), kid.name)
+                kid.job = pool.submit(self.chunks.hash_file, os.path.join(node.path, kid.name), kid.name)
 
     def _record(self, rel: str, st: os.stat_result, extra: Any = None) -> None:
         if st.st_ctime_ns < self.t_start:  # else it may change again within this clock tick
@@ -306,7 +214,7 @@ class _Snapshotter:
         if prev_ref is not None and prev_ref[0] == digest:
             ref = prev_ref
         else:
-            comp = self._compressor().compress(data)
+            comp = self.chunks.compressor().compress(data)
             ref = self.tree_packs.add(digest, comp, len(data))
             self.new_trees.append((digest, data))
         packs.add(ref[1])
@@ -328,7 +236,7 @@ class _Snapshotter:
             try:
                 entry = fsread.meta_entry(sub.path, kid.name, fsread.DIR, sub.st)
             except OSError as exc:
-                if exc.errno in _GONE:
+                if exc.errno in GONE:
                     return None
                 raise
         entry.update(r=ref, P=sorted(packs), F=files, B=nbytes)
@@ -340,12 +248,12 @@ class _Snapshotter:
             entry, st = prev, kid.st
         else:
             if kid.kind == fsread.FILE:
-                got = kid.job.result() if kid.job is not None else self.hash_file(path, kid.name)
+                got = kid.job.result() if kid.job is not None else self.chunks.hash_file(path, kid.name)
             else:
                 try:
                     got = fsread.meta_entry(path, kid.name, kid.kind, kid.st), kid.st
                 except OSError as exc:
-                    if exc.errno not in _GONE:
+                    if exc.errno not in GONE:
                         raise
                     got = None
             if got is None:
@@ -365,7 +273,7 @@ class _Snapshotter:
         prev_ref: fmt.Ref | None = None
         if self.parent_id is not None:
             self.parent = load_root(self.store, self.cache, self.prefix, self.parent_id)
-            self.parent_packs = set(self.parent["packs"])
+            self.parent_packs.update(self.parent["packs"])
             prev_ref = self.parent["tree"]
             self.state = self.cache.load_state(self.upper, self.parent_id) or {}
         try:
@@ -429,8 +337,8 @@ class _Snapshotter:
             bytes_total=nbytes,
             seconds=time.monotonic() - t0,
             objects_uploaded=self.uploader.objects_uploaded + 1,
-            files_hashed=self.files_hashed,
-            chunks_new=self.chunks_new,
+            files_hashed=self.chunks.files_hashed,
+            chunks_new=self.chunks.chunks_new,
             warnings=self.warnings,
         )
 
@@ -444,7 +352,7 @@ class _Snapshotter:
             files=self.parent["files"],
             bytes_total=self.parent["bytes"],
             seconds=time.monotonic() - t0,
-            files_hashed=self.files_hashed,
+            files_hashed=self.chunks.files_hashed,
             warnings=self.warnings,
         )
 
