@@ -4,7 +4,7 @@ The host agent runs syncs out of process so a sync uses the other core and can b
 safely (every object is immutable; the head moves only by CAS).  Usage::
 
     python -m mags.storage.syncer [STORE FLAGS] snapshot --upper DIR [--parent ID] [--cache DIR]
-                                                [--head-db FILE --workspace ID]
+                                                [--head-db FILE --workspace ID] [--rewrite]
     python -m mags.storage.syncer [STORE FLAGS] restore --snapshot ID --dest DIR [--cache DIR] [--replace]
     python -m mags.storage.syncer [STORE FLAGS] gc (--live ID ... | --head-db FILE) [--grace SECONDS] [--dry-run]
     python -m mags.storage.syncer [STORE FLAGS] rebuild-index [--cache DIR]
@@ -54,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--parent")
     s.add_argument("--head-db", type=Path)
     s.add_argument("--workspace")
+    s.add_argument("--rewrite", action="store_true", help="compaction: pack everything anew")
     r = sub.add_parser("restore", help="restore a snapshot into an empty dir")
     r.add_argument("--snapshot", required=True)
     r.add_argument("--dest", required=True, type=Path)
@@ -120,6 +121,7 @@ def run(argv: list[str]) -> dict[str, Any]:
     if args.workers:
         opts.hash_workers = opts.restore_workers = args.workers
     if args.op == "snapshot":
+        opts.rewrite = args.rewrite
         if args.head_db is None:
             result = snapshot(store, args.upper, args.parent, cache, opts).to_dict()
             return {"op": "snapshot", **result}

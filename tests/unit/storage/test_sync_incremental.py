@@ -198,3 +198,21 @@ def test_file_vanishing_mid_sync_is_skipped(
     monkeypatch.setattr(fsread, "open_file", racing_open)
     res = snapshot(store, upper, None, cache)
     assert res.changed and res.files == 1
+
+
+def test_rewrite_compacts_many_small_packs(
+    store: LocalObjectStore, upper: Path, cache: Path, tmp_path: Path
+) -> None:
+    write(upper / "base.bin", random_bytes(1 << 20, 20))
+    head = sync(store, upper, None, cache)
+    for i in range(70):  # 70 tiny syncs: 70 small data packs stay referenced
+        write(upper / f"f{i}", f"change {i}")
+        head = snapshot(store, upper, head.snapshot_id, cache)
+    assert head.packs > 64 and head.compaction_advised
+    from mags.storage.sync import SyncOptions
+
+    settle()
+    compact = snapshot(store, upper, head.snapshot_id, cache, SyncOptions(rewrite=True))
+    assert compact.changed and compact.packs <= 3 and not compact.compaction_advised
+    check_roundtrip(store, compact, upper, tmp_path)
+    assert not sync(store, upper, compact.snapshot_id, cache).changed

@@ -42,6 +42,7 @@ class ChunkStore:
         parent_packs: set[str],
         compression_level: int,
         reuse_window_s: float,
+        rewrite: bool = False,
     ) -> None:
         self.store = store
         self.cache = cache
@@ -50,6 +51,7 @@ class ChunkStore:
         self.parent_packs = parent_packs
         self.level = compression_level
         self.reuse_after = time.time() - reuse_window_s
+        self.rewrite = rewrite  # compaction: reference nothing stored before this run
         self.known: dict[str, fmt.Ref] = {}  # chunks safe to reference (parent's, or this run's)
         self.lock = threading.Lock()
         self.alive_packs: dict[str, bool] = {}
@@ -66,6 +68,8 @@ class ChunkStore:
 
     def learn(self, entry: fmt.Entry) -> None:
         """Remember the chunks of a parent manifest entry as safe to reference."""
+        if self.rewrite:
+            return
         known = self.known
         for c in entry.get("c", ()):
             known.setdefault(c[1], c[1:])
@@ -73,7 +77,7 @@ class ChunkStore:
     def lookup(self, digest: str) -> fmt.Ref | None:
         """A ref to an already stored copy of the chunk, if one may be used."""
         ref = self.known.get(digest)
-        if ref is not None:
+        if ref is not None or self.rewrite:
             return ref
         hit = self.cache.lookup_chunk(digest)
         if hit is not None:

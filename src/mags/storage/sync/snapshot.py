@@ -49,6 +49,7 @@ class SyncOptions:
     reuse_window_s: float = 6 * 3600  # must stay well below gc's grace period
     restore_workers: int = 4  # file writes are kernel-bound: more than the cores helps
     verify: bool = True  # restore: check each chunk's blake3
+    rewrite: bool = False  # compaction: write every blob anew into full packs (see compaction_advised)
 
 
 @dataclass
@@ -64,11 +65,23 @@ class SnapshotResult:
     objects_uploaded: int = 0
     files_hashed: int = 0
     chunks_new: int = 0
+    packs: int = 0  # packs the snapshot references
+    compaction_advised: bool = False  # many small packs: the next sync should use rewrite=True
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return asdict(self)
+
+
+def _fragmented(packs: int, nbytes: int, pack_size: int) -> bool:
+    """Does a snapshot reference far more packs than its size needs?
+
+    Every incremental sync adds one or two small packs, which the head keeps referencing while
+    any blob in them is live; restores then pay one request per pack.  A ``rewrite`` sync packs
+    everything anew (it costs about a full sync) and lets GC free the old packs.
+    """
+    return packs > 64 and packs > 4 * (nbytes // pack_size) + 32
 
 
 def _distrust(node: Node) -> None:
@@ -129,6 +142,7 @@ class _Snapshotter:
             self.parent_packs,
             opts.compression_level,
             opts.reuse_window_s,
+            rewrite=opts.rewrite,
         )
         self.state: dict[str, list[Any]] = {}
         self.new_state: dict[str, list[Any]] = {}
@@ -211,7 +225,7 @@ class _Snapshotter:
             entries.append(entry)
         data = fmt.encode_tree(entries)
         digest = fmt.hash_hex(data)
-        if prev_ref is not None and prev_ref[0] == digest:
+        if prev_ref is not None and prev_ref[0] == digest and not self.opts.rewrite:
             ref = prev_ref
         else:
             comp = self.chunks.compressor().compress(data)
@@ -275,7 +289,8 @@ class _Snapshotter:
             self.parent = load_root(self.store, self.cache, self.prefix, self.parent_id)
             self.parent_packs.update(self.parent["packs"])
             prev_ref = self.parent["tree"]
-            self.state = self.cache.load_state(self.upper, self.parent_id) or {}
+            if not self.opts.rewrite:
+                self.state = self.cache.load_state(self.upper, self.parent_id) or {}
         try:
             root_st = os.lstat(self.upper)
         except FileNotFoundError as exc:
@@ -339,6 +354,8 @@ class _Snapshotter:
             objects_uploaded=self.uploader.objects_uploaded + 1,
             files_hashed=self.chunks.files_hashed,
             chunks_new=self.chunks.chunks_new,
+            packs=len(packs),
+            compaction_advised=_fragmented(len(packs), nbytes, self.opts.pack_size),
             warnings=self.warnings,
         )
 
@@ -353,6 +370,10 @@ class _Snapshotter:
             bytes_total=self.parent["bytes"],
             seconds=time.monotonic() - t0,
             files_hashed=self.chunks.files_hashed,
+            packs=len(self.parent["packs"]),
+            compaction_advised=_fragmented(
+                len(self.parent["packs"]), self.parent["bytes"], self.opts.pack_size
+            ),
             warnings=self.warnings,
         )
 
