@@ -77,10 +77,11 @@ def jobs_router(
         until = _parse_until(request)
         if wait > 0:
             row = await wait_for_status(jobs, notifier, me.user_id, job_id, wait, until)
+            history = await jobs.history(job_id)
         else:
-            row = await jobs.get(me.user_id, job_id)
+            row, history = await jobs.get_with_history(me.user_id, job_id)
         out = job_json(row)
-        out["history"] = [event_json(e) for e in await jobs.history(job_id)]
+        out["history"] = [event_json(e) for e in history]
         return JSONResponse(out)
 
     @router.get("/mags-jobs/{job_id}/logs", response_model=None)

@@ -1,71 +1,170 @@
-"""The database handle: an async engine plus the transaction discipline we rely on.
+"""The database handle: run query functions as reads or write transactions.
 
-SQLite (aiosqlite) and PostgreSQL (asyncpg) only.  On SQLite:
+Every query is a plain function ``fn(conn, *args)`` over a SQLAlchemy Core ``Connection``;
+:meth:`Database.read` and :meth:`Database.write` decide where and how it runs:
 
-* WAL, ``synchronous=NORMAL``, ``busy_timeout`` and foreign keys on every connection;
-* sqlite3's own implicit BEGIN is disabled and we emit ours, so that write transactions are
-  ``BEGIN IMMEDIATE``: a read-then-write transaction takes the write lock up front instead of
-  failing with SQLITE_BUSY when it tries to upgrade;
-* writers of *this* process queue on an asyncio lock rather than on SQLite's busy handler,
-  which sleeps in steps of milliseconds; other processes still serialise through the file
-  lock and ``busy_timeout``.
+* **PostgreSQL** (``postgresql+asyncpg://``): the async engine on asyncpg, ``fn`` through
+  ``AsyncConnection.run_sync`` (SQLAlchemy's greenlet bridge, no threads).
+* **SQLite** (``sqlite+aiosqlite://`` or ``sqlite://``): SQLAlchemy on the stdlib ``sqlite3``
+  driver.  Reads run *inline* on the event loop: in WAL mode a reader never waits for a
+  writer, and an indexed lookup takes ~20 µs -- whereas aiosqlite hops to its thread for
+  every cursor call and costs ~330 µs of CPU per read (measured; see docs/API-NOTES.md).
+  A write transaction runs *whole* in one writer thread (one hop per transaction, not per
+  statement), as ``BEGIN IMMEDIATE``: a read-then-write transaction takes the write lock up
+  front instead of failing with SQLITE_BUSY when it upgrades, and another process holding the
+  lock makes the writer thread wait (``busy_timeout``), never the event loop.  Heavy reads
+  (``offload=True``) go to a small reader pool instead of blocking the loop.
+
+Every SQLite connection gets WAL, ``synchronous=NORMAL``, ``busy_timeout`` and foreign keys.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from sqlalchemy import event
-from sqlalchemy.engine import make_url
+from sqlalchemy import Connection, create_engine, event
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from mags.errors import ConfigError
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
+P = ParamSpec("P")
+T = TypeVar("T")
+QueryFn = Callable[Concatenate[Connection, P], T]
+
 
 class Database:
-    """An async engine with ``read()`` / ``write()`` transaction helpers."""
+    """Where query functions run; see the module docstring."""
+
+    dialect: str
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    async def read(self, fn: QueryFn[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn(conn, ...)`` for reading (no transaction guarantees across statements)."""
+        raise NotImplementedError
+
+    async def read_heavy(self, fn: QueryFn[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Like :meth:`read`, for reads that may take milliseconds (never on the event loop)."""
+        return await self.read(fn, *args, **kwargs)
+
+    async def write(self, fn: QueryFn[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn(conn, ...)`` in one transaction, committed on return, rolled back on error."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+
+class PostgresDatabase(Database):
+    """asyncpg through SQLAlchemy's async engine."""
+
+    dialect = "postgresql"
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        self.dialect = engine.dialect.name
-        self.is_sqlite = self.dialect == "sqlite"
-        self._write_lock = asyncio.Lock() if self.is_sqlite else None
 
-    @asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncConnection]:
-        """A read-write transaction, committed on success, rolled back on error."""
-        if self._write_lock is None:
-            async with self.engine.begin() as conn:
-                yield conn
-            return
-        async with self._write_lock, self.engine.connect() as conn:
-            await conn.execution_options(mags_begin="BEGIN IMMEDIATE")
-            async with conn.begin():
-                yield conn
+    async def read(self, fn: QueryFn[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        async with self.engine.connect() as conn:
+            return await conn.run_sync(fn, *args, **kwargs)
 
-    @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
-        """A read-only transaction (a consistent snapshot for multi-statement reads)."""
-        async with self.engine.connect() as conn, conn.begin():
-            yield conn
+    async def write(self, fn: QueryFn[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        async with self.engine.begin() as conn:
+            return await conn.run_sync(fn, *args, **kwargs)
 
     async def close(self) -> None:
         await self.engine.dispose()
 
 
-def _sqlite_hooks(engine: AsyncEngine) -> None:
-    sync_engine = engine.sync_engine
+class SqliteDatabase(Database):
+    """The stdlib sqlite3 driver: inline reads, one writer thread, a small heavy-read pool."""
 
-    @event.listens_for(sync_engine, "connect")
+    dialect = "sqlite"
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._loop_conn: Connection | None = None
+        self._local = threading.local()
+        self._conns: list[Connection] = []
+        self._conns_lock = threading.Lock()
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="mags-db-writer")
+        self._readers = ThreadPoolExecutor(2, thread_name_prefix="mags-db-reader")
+        self._closed = False
+
+    def _thread_conn(self, begin: str | None) -> Connection:
+        conn: Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self.engine.connect()
+            if begin:
+                conn = conn.execution_options(mags_begin=begin)
+            self._local.conn = conn
+            with self._conns_lock:
+                self._conns.append(conn)
+        return conn
+
+    def _run_read(self, conn: Connection, fn: QueryFn[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return fn(conn, *args, **kwargs)
+        finally:
+            conn.rollback()  # ends SQLAlchemy's autobegun (BEGIN-less) transaction; no I/O
+
+    def _run_write(self, fn: QueryFn[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        conn = self._thread_conn("BEGIN IMMEDIATE")
+        with conn.begin():
+            return fn(conn, *args, **kwargs)
+
+    async def read(self, fn: QueryFn[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        if self._closed:
+            raise RuntimeError("database is closed")
+        if self._loop_conn is None:
+            self._loop_conn = self.engine.connect()
+            with self._conns_lock:
+                self._conns.append(self._loop_conn)
+        return self._run_read(self._loop_conn, fn, *args, **kwargs)
+
+    async def read_heavy(self, fn: QueryFn[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._readers, lambda: self._run_read(self._thread_conn(None), fn, *args, **kwargs)
+        )
+
+    async def write(self, fn: QueryFn[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        if self._closed:
+            raise RuntimeError("database is closed")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, lambda: self._run_write(fn, *args, **kwargs))
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._shutdown)
+
+    def _shutdown(self) -> None:
+        self._writer.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
+        with self._conns_lock:
+            for conn in self._conns:
+                conn.close()
+            self._conns.clear()
+        self.engine.dispose()
+
+
+def _sqlite_hooks(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        # we emit BEGIN ourselves (see module docstring)
+        # no implicit BEGIN from sqlite3: reads autocommit, writes send BEGIN IMMEDIATE
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
@@ -74,27 +173,34 @@ def _sqlite_hooks(engine: AsyncEngine) -> None:
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 
-    @event.listens_for(sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql(conn.get_execution_options().get("mags_begin", "BEGIN"))
+        begin = conn.get_execution_options().get("mags_begin")
+        if begin:
+            conn.exec_driver_sql(begin)
 
 
 def create_database(url: str, *, pool_size: int = 8) -> Database:
-    """Build a :class:`Database` for a ``sqlite+aiosqlite`` or ``postgresql+asyncpg`` URL."""
+    """A :class:`Database` for ``sqlite+aiosqlite://`` / ``sqlite://`` or ``postgresql+asyncpg://``."""
     try:
         parsed = make_url(url)
     except SQLAlchemyError as exc:
         raise ConfigError(f"bad database URL {url!r}: {exc}") from exc
     driver = parsed.drivername
-    if driver == "sqlite+aiosqlite":
-        if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, pool_size=pool_size, max_overflow=8)
-        _sqlite_hooks(engine)
-    elif driver == "postgresql+asyncpg":
-        engine = create_async_engine(url, pool_size=pool_size, max_overflow=8, pool_pre_ping=False)
-    else:
-        raise ConfigError(
-            f"unsupported database URL {url!r}: use sqlite+aiosqlite:///PATH or postgresql+asyncpg://..."
+    if driver in ("sqlite", "sqlite+aiosqlite", "sqlite+pysqlite"):
+        if not parsed.database or parsed.database == ":memory:" or parsed.database.startswith("file:"):
+            raise ConfigError("the SQLite database must be a file path (sqlite+aiosqlite:///PATH)")
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            parsed.set(drivername="sqlite+pysqlite"),
+            connect_args={"check_same_thread": False},  # closed from another thread at shutdown
+            pool_size=pool_size,
+            max_overflow=pool_size,
         )
-    return Database(engine)
+        _sqlite_hooks(engine)
+        return SqliteDatabase(engine)
+    if driver == "postgresql+asyncpg":
+        return PostgresDatabase(create_async_engine(url, pool_size=pool_size, max_overflow=pool_size))
+    raise ConfigError(
+        f"unsupported database URL {url!r}: use sqlite+aiosqlite:///PATH or postgresql+asyncpg://..."
+    )

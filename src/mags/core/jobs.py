@@ -1,4 +1,8 @@
-"""Job rows: create, read (always scoped to a user), list, logs, history, settings, usage."""
+"""Job rows: create, read (always scoped to a user), list, logs, history, settings, usage.
+
+Queries are plain functions over a Core ``Connection`` (module-level ``_name``); the
+:class:`JobStore` methods run them through the :class:`~mags.core.db.Database`.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, case, func, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, case, func, insert, select, update
 from sqlalchemy.engine import Row
 
 from mags.core.db import Database
@@ -37,8 +41,93 @@ class NewJob:
     rootfs_type: str = "standard"
 
 
+INLINE_LOG_ROWS = 500
+
+# Hot statements are built once; SQLAlchemy then reuses their compiled form.
+_GET = select(*JOB_COLUMNS).where(
+    and_(jobs.c.request_id == bindparam("job_id"), jobs.c.user_id == bindparam("user_id"))
+)
+_HISTORY = select(job_events).where(job_events.c.job_id == bindparam("job_id")).order_by(job_events.c.id)
+_LOGS = (
+    select(job_logs.c.seq, job_logs.c.ts, job_logs.c.source, job_logs.c.message)
+    .where(and_(job_logs.c.job_id == bindparam("job_id"), job_logs.c.seq > bindparam("after")))
+    .order_by(job_logs.c.seq)
+    .limit(bindparam("limit"))
+)
+
+
+def _get(conn: Connection, user_id: int, job_id: str) -> Row[Any]:
+    row = conn.execute(_GET, {"job_id": job_id, "user_id": user_id}).first()
+    if row is None:
+        raise NotFound(f"job {job_id} not found")
+    return row
+
+
+def _history(conn: Connection, job_id: str) -> list[Row[Any]]:
+    return list(conn.execute(_HISTORY, {"job_id": job_id}).all())
+
+
+def _get_with_history(conn: Connection, user_id: int, job_id: str) -> tuple[Row[Any], list[Row[Any]]]:
+    return _get(conn, user_id, job_id), _history(conn, job_id)
+
+
+def _logs(conn: Connection, job_id: str, after: int, limit: int) -> list[Row[Any]]:
+    return list(conn.execute(_LOGS, {"job_id": job_id, "after": after, "limit": limit}).all())
+
+
+def _create(conn: Connection, values: dict[str, Any], event: dict[str, Any]) -> None:
+    conn.execute(insert(jobs), values)
+    conn.execute(insert(job_events), event)
+
+
+def _list(conn: Connection, user_id: int, page: int, page_size: int) -> tuple[list[Row[Any]], int]:
+    total = conn.execute(select(func.count()).select_from(jobs).where(jobs.c.user_id == user_id)).scalar_one()
+    rows = conn.execute(
+        select(*JOB_COLUMNS)
+        .where(jobs.c.user_id == user_id)
+        .order_by(jobs.c.created_at.desc(), jobs.c.request_id.desc())
+        .limit(page_size)
+        .offset((page - 1) * page_size)
+    ).all()
+    return list(rows), total
+
+
+def _update_settings(conn: Connection, user_id: int, job_id: str, values: dict[str, Any]) -> Row[Any]:
+    result = conn.execute(
+        update(jobs).where(and_(jobs.c.request_id == job_id, jobs.c.user_id == user_id)).values(**values)
+    )
+    if result.rowcount == 0:
+        raise NotFound(f"job {job_id} not found")
+    return _get(conn, user_id, job_id)
+
+
+def _internal(conn: Connection, job_id: str) -> Row[Any] | None:
+    return conn.execute(select(jobs).where(jobs.c.request_id == job_id)).first()
+
+
+def _usage(conn: Connection, user_id: int, since: float, now: float) -> dict[str, Any]:
+    vm_seconds = case(
+        (jobs.c.started_at.is_not(None), func.coalesce(jobs.c.stopped_at, now) - jobs.c.started_at),
+        else_=0.0,
+    )
+
+    def count_status(*statuses: str) -> Any:
+        return func.coalesce(func.sum(case((jobs.c.status.in_(statuses), 1), else_=0)), 0)
+
+    stmt = select(
+        func.count().label("total_jobs"),
+        func.coalesce(func.sum(vm_seconds), 0.0).label("vm_seconds"),
+        func.coalesce(func.sum(jobs.c.script_duration_ms), 0).label("script_ms"),
+        count_status(JobStatus.COMPLETED.value).label("completed"),
+        count_status(JobStatus.ERROR.value).label("errors"),
+        count_status(JobStatus.RUNNING.value, JobStatus.SLEEPING.value).label("active"),
+        count_status(JobStatus.PENDING.value).label("pending"),
+    ).where(and_(jobs.c.user_id == user_id, jobs.c.created_at >= since))
+    return dict(conn.execute(stmt).one()._mapping)
+
+
 class JobStore:
-    """Data access for jobs; every read takes the caller's ``user_id``."""
+    """Data access for jobs; every read a user can trigger takes that user's id."""
 
     def __init__(self, db: Database, clock: Callable[[], float]) -> None:
         self.db = db
@@ -79,100 +168,46 @@ class JobStore:
             "vm_status": VmStatus.PENDING.value,
             "reason": "submitted",
         }
-        async with self.db.write() as conn:
-            await conn.execute(insert(jobs), values)
-            await conn.execute(insert(job_events), event)
+        await self.db.write(_create, values, event)
         return now
 
     async def get(self, user_id: int, job_id: str) -> Row[Any]:
         """The job's public columns; NotFound if it does not exist *for this user*."""
-        async with self.db.read() as conn:
-            row = (
-                await conn.execute(
-                    select(*JOB_COLUMNS).where(and_(jobs.c.request_id == job_id, jobs.c.user_id == user_id))
-                )
-            ).first()
-        if row is None:
-            raise NotFound(f"job {job_id} not found")
-        return row
+        return await self.db.read(_get, user_id, job_id)
+
+    async def get_with_history(self, user_id: int, job_id: str) -> tuple[Row[Any], list[Row[Any]]]:
+        return await self.db.read(_get_with_history, user_id, job_id)
 
     async def get_internal(self, job_id: str) -> Row[Any] | None:
         """Every column of a job, unscoped (scheduler use only)."""
-        async with self.db.read() as conn:
-            return (await conn.execute(select(jobs).where(jobs.c.request_id == job_id))).first()
+        return await self.db.read(_internal, job_id)
 
     async def list(self, user_id: int, page: int, page_size: int) -> tuple[list[Row[Any]], int]:
         """One page of a user's jobs, newest first, and the total count."""
-        async with self.db.read() as conn:
-            total = (
-                await conn.execute(select(func.count()).select_from(jobs).where(jobs.c.user_id == user_id))
-            ).scalar_one()
-            rows = (
-                await conn.execute(
-                    select(*JOB_COLUMNS)
-                    .where(jobs.c.user_id == user_id)
-                    .order_by(jobs.c.created_at.desc(), jobs.c.request_id.desc())
-                    .limit(page_size)
-                    .offset((page - 1) * page_size)
-                )
-            ).all()
-        return list(rows), total
+        return await self.db.read(_list, user_id, page, page_size)
 
     async def logs(self, job_id: str, after: int = 0, limit: int | None = None) -> list[Row[Any]]:
         """Log lines with ``seq > after`` in order (the caller has checked ownership)."""
-        stmt = (
-            select(job_logs.c.seq, job_logs.c.ts, job_logs.c.source, job_logs.c.message)
-            .where(and_(job_logs.c.job_id == job_id, job_logs.c.seq > after))
-            .order_by(job_logs.c.seq)
-        )
-        if limit is not None:
-            stmt = stmt.limit(limit)
-        async with self.db.read() as conn:
-            return list((await conn.execute(stmt)).all())
+        total = 2**31 - 1 if limit is None else limit
+        # most jobs print little: read inline, and leave long tails to the reader threads
+        rows = await self.db.read(_logs, job_id, after, min(total, INLINE_LOG_ROWS))
+        if len(rows) < INLINE_LOG_ROWS or total <= INLINE_LOG_ROWS:
+            return rows
+        rest = await self.db.read_heavy(_logs, job_id, rows[-1]._mapping["seq"], total - len(rows))
+        return rows + rest
 
     async def history(self, job_id: str) -> list[Row[Any]]:
         """Every recorded transition of a job, oldest first."""
-        async with self.db.read() as conn:
-            rows = await conn.execute(
-                select(job_events).where(job_events.c.job_id == job_id).order_by(job_events.c.id)
-            )
-            return list(rows.all())
+        return await self.db.read(_history, job_id)
 
     async def update_settings(self, user_id: int, job_id: str, values: dict[str, Any]) -> Row[Any]:
         """Change user-editable settings (``startup_command``, ``no_sleep``)."""
-        async with self.db.write() as conn:
-            result = await conn.execute(
-                update(jobs)
-                .where(and_(jobs.c.request_id == job_id, jobs.c.user_id == user_id))
-                .values(**values, updated_at=self.clock())
-            )
-            if result.rowcount == 0:
-                raise NotFound(f"job {job_id} not found")
-        return await self.get(user_id, job_id)
+        return await self.db.write(_update_settings, user_id, job_id, {**values, "updated_at": self.clock()})
 
     async def usage(self, user_id: int, window_days: int) -> dict[str, Any]:
         """Counts and VM time of the jobs a user created in the last ``window_days`` days."""
         now = self.clock()
-        since = now - window_days * 86400.0
-        vm_seconds = case(
-            (jobs.c.started_at.is_not(None), func.coalesce(jobs.c.stopped_at, now) - jobs.c.started_at),
-            else_=0.0,
-        )
-
-        def count_status(*statuses: str) -> Any:
-            return func.coalesce(func.sum(case((jobs.c.status.in_(statuses), 1), else_=0)), 0)
-
-        stmt = select(
-            func.count().label("total_jobs"),
-            func.coalesce(func.sum(vm_seconds), 0.0).label("vm_seconds"),
-            func.coalesce(func.sum(jobs.c.script_duration_ms), 0).label("script_ms"),
-            count_status(JobStatus.COMPLETED.value).label("completed"),
-            count_status(JobStatus.ERROR.value).label("errors"),
-            count_status(JobStatus.RUNNING.value, JobStatus.SLEEPING.value).label("active"),
-            count_status(JobStatus.PENDING.value).label("pending"),
-        ).where(and_(jobs.c.user_id == user_id, jobs.c.created_at >= since))
-        async with self.db.read() as conn:
-            m = (await conn.execute(stmt)).one()._mapping
+        m = await self.db.read_heavy(_usage, user_id, now - window_days * 86400.0, now)
         return {
             "total_jobs": int(m["total_jobs"]),
             "vm_seconds": round(float(m["vm_seconds"]), 3),

@@ -34,8 +34,7 @@ async def run_migrations(db: Database, revision: str = "head") -> None:
         cfg.attributes["connection"] = sync_conn
         command.upgrade(cfg, revision)
 
-    async with db.write() as conn:
-        await conn.run_sync(_upgrade)
+    await db.write(_upgrade)
 
 
 async def current_revision(db: Database) -> str | None:
@@ -44,5 +43,4 @@ async def current_revision(db: Database) -> str | None:
     def _current(sync_conn: Any) -> str | None:
         return MigrationContext.configure(sync_conn).get_current_revision()
 
-    async with db.read() as conn:
-        return await conn.run_sync(_current)
+    return await db.read(_current)

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, insert, select, update
 from sqlalchemy.engine import Row
 
 from mags.core.db import Database
@@ -30,6 +30,84 @@ class Principal:
     token_name: str
 
 
+_AUTH = (
+    select(
+        tokens.c.id,
+        tokens.c.name,
+        tokens.c.revoked_at,
+        users.c.id.label("user_id"),
+        users.c.name.label("user"),
+        users.c.admin,
+    )
+    .join(users, users.c.id == tokens.c.user_id)
+    .where(tokens.c.token_hash == bindparam("token_hash"))
+)
+
+_TOKEN_SELECT = select(
+    tokens.c.id,
+    tokens.c.name,
+    tokens.c.created_at,
+    tokens.c.last_used_at,
+    tokens.c.revoked_at,
+    users.c.name.label("user"),
+).join(users, users.c.id == tokens.c.user_id)
+
+
+def _lookup(conn: Connection, token_hash: str) -> Row[Any] | None:
+    return conn.execute(_AUTH, {"token_hash": token_hash}).first()
+
+
+def _touch(conn: Connection, token_id: int, now: float) -> None:
+    conn.execute(update(tokens).where(tokens.c.id == token_id).values(last_used_at=now))
+
+
+def _user(conn: Connection, name: str) -> Row[Any] | None:
+    return conn.execute(select(users).where(users.c.name == name)).first()
+
+
+def _first_admin(conn: Connection) -> Row[Any] | None:
+    return conn.execute(select(users).where(users.c.admin.is_(True)).order_by(users.c.id).limit(1)).first()
+
+
+def _ensure_user(conn: Connection, name: str, admin: bool, now: float) -> Row[Any]:
+    row = _user(conn, name)
+    if row is None:
+        conn.execute(insert(users).values(name=name, admin=admin, created_at=now))
+    elif admin and not row._mapping["admin"]:
+        conn.execute(update(users).where(users.c.id == row._mapping["id"]).values(admin=True))
+    result = _user(conn, name)
+    assert result is not None
+    return result
+
+
+def _create_token(conn: Connection, user_id: int, name: str, token_hash: str, now: float) -> Row[Any]:
+    token_id = conn.execute(
+        insert(tokens)
+        .values(user_id=user_id, name=name, token_hash=token_hash, created_at=now)
+        .returning(tokens.c.id)
+    ).scalar_one()
+    return conn.execute(_TOKEN_SELECT.where(tokens.c.id == token_id)).one()
+
+
+def _list_tokens(conn: Connection, user_id: int | None) -> list[Row[Any]]:
+    stmt = _TOKEN_SELECT.order_by(tokens.c.id)
+    if user_id is not None:
+        stmt = stmt.where(tokens.c.user_id == user_id)
+    return list(conn.execute(stmt).all())
+
+
+def _revoke(conn: Connection, token_id: int, user_id: int | None, now: float) -> Row[Any]:
+    cond = tokens.c.id == token_id
+    if user_id is not None:
+        cond = and_(cond, tokens.c.user_id == user_id)
+    row = conn.execute(select(tokens.c.revoked_at).where(cond)).first()
+    if row is None:
+        raise NotFound(f"token {token_id} not found")
+    if row._mapping["revoked_at"] is None:
+        conn.execute(update(tokens).where(cond).values(revoked_at=now))
+    return conn.execute(_TOKEN_SELECT.where(tokens.c.id == token_id)).one()
+
+
 class TokenStore:
     """Data access for users and tokens."""
 
@@ -40,20 +118,7 @@ class TokenStore:
 
     async def authenticate(self, token: str) -> Principal:
         """The principal behind ``token``; AuthError if unknown or revoked (checked every call)."""
-        stmt = (
-            select(
-                tokens.c.id,
-                tokens.c.name,
-                tokens.c.revoked_at,
-                users.c.id.label("user_id"),
-                users.c.name.label("user"),
-                users.c.admin,
-            )
-            .join(users, users.c.id == tokens.c.user_id)
-            .where(tokens.c.token_hash == hash_token(token))
-        )
-        async with self.db.read() as conn:
-            row = (await conn.execute(stmt)).first()
+        row = await self.db.read(_lookup, hash_token(token))
         if row is None:
             raise AuthError("invalid API token")
         m = row._mapping
@@ -62,70 +127,29 @@ class TokenStore:
         now = self.clock()
         if now - self._last_used.get(m["id"], 0.0) >= LAST_USED_RESOLUTION_S:
             self._last_used[m["id"]] = now
-            async with self.db.write() as conn:
-                await conn.execute(update(tokens).where(tokens.c.id == m["id"]).values(last_used_at=now))
+            await self.db.write(_touch, m["id"], now)
         return Principal(m["user_id"], m["user"], bool(m["admin"]), m["id"], m["name"])
 
     async def get_user(self, name: str) -> Row[Any] | None:
-        async with self.db.read() as conn:
-            return (await conn.execute(select(users).where(users.c.name == name))).first()
+        return await self.db.read(_user, name)
 
     async def first_admin(self) -> Row[Any] | None:
-        async with self.db.read() as conn:
-            stmt = select(users).where(users.c.admin.is_(True)).order_by(users.c.id).limit(1)
-            return (await conn.execute(stmt)).first()
+        return await self.db.read(_first_admin)
 
     async def ensure_user(self, name: str, admin: bool = False) -> Row[Any]:
         """The user called ``name``, created if missing; ``admin=True`` promotes (never demotes)."""
-        async with self.db.write() as conn:
-            row = (await conn.execute(select(users).where(users.c.name == name))).first()
-            if row is None:
-                await conn.execute(insert(users).values(name=name, admin=admin, created_at=self.clock()))
-            elif admin and not row._mapping["admin"]:
-                await conn.execute(update(users).where(users.c.id == row._mapping["id"]).values(admin=True))
-            return (await conn.execute(select(users).where(users.c.name == name))).one()
+        return await self.db.write(_ensure_user, name, admin, self.clock())
 
     async def create_token(self, user_id: int, name: str) -> tuple[Row[Any], str]:
         """A new token for ``user_id``: the stored row and the secret (returned only here)."""
         secret = new_token()
-        async with self.db.write() as conn:
-            result = await conn.execute(
-                insert(tokens)
-                .values(user_id=user_id, name=name, token_hash=hash_token(secret), created_at=self.clock())
-                .returning(tokens.c.id)
-            )
-            token_id = result.scalar_one()
-            row = (await conn.execute(_token_select().where(tokens.c.id == token_id))).one()
+        row = await self.db.write(_create_token, user_id, name, hash_token(secret), self.clock())
         return row, secret
 
     async def list_tokens(self, user_id: int | None) -> list[Row[Any]]:
         """Tokens of one user, or of everyone when ``user_id`` is None."""
-        stmt = _token_select().order_by(tokens.c.id)
-        if user_id is not None:
-            stmt = stmt.where(tokens.c.user_id == user_id)
-        async with self.db.read() as conn:
-            return list((await conn.execute(stmt)).all())
+        return await self.db.read(_list_tokens, user_id)
 
     async def revoke(self, token_id: int, user_id: int | None) -> Row[Any]:
         """Revoke a token (of ``user_id`` only, unless None = admin); NotFound otherwise."""
-        cond = tokens.c.id == token_id
-        if user_id is not None:
-            cond = and_(cond, tokens.c.user_id == user_id)
-        async with self.db.write() as conn:
-            row = (await conn.execute(select(tokens.c.revoked_at).where(cond))).first()
-            if row is None:
-                raise NotFound(f"token {token_id} not found")
-            if row._mapping["revoked_at"] is None:
-                await conn.execute(update(tokens).where(cond).values(revoked_at=self.clock()))
-            return (await conn.execute(_token_select().where(tokens.c.id == token_id))).one()
-
-
-def _token_select() -> Any:
-    return select(
-        tokens.c.id,
-        tokens.c.name,
-        tokens.c.created_at,
-        tokens.c.last_used_at,
-        tokens.c.revoked_at,
-        users.c.name.label("user"),
-    ).join(users, users.c.id == tokens.c.user_id)
+        return await self.db.write(_revoke, token_id, user_id, self.clock())

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Connection, insert, select, update
 
 from mags.core.db import Database
 from mags.core.notify import JobNotifier
@@ -124,39 +124,41 @@ class StateApplier:
         _resolve(batch, results)
 
     async def _write(self, batch: list[Change]) -> list[Any]:
+        return await self.db.write(self._write_sync, batch, self.clock())
+
+    def _write_sync(self, conn: Connection, batch: list[Change], now: float) -> list[Any]:
+        """The batch as one transaction (runs wherever the database runs writes)."""
         job_ids = list({c.job_id for c in batch})
         results: list[Any] = []
         log_rows: list[dict[str, Any]] = []
-        async with self.db.write() as conn:
-            rows = (await conn.execute(select(*_STATE_COLUMNS).where(jobs.c.request_id.in_(job_ids)))).all()
-            states = {r._mapping["request_id"]: JobState.from_row(r) for r in rows}
-            for change in batch:
-                state = states.get(change.job_id)
-                if state is None:
-                    results.append(None)  # a sandbox we do not know (another server's, or deleted)
-                    continue
-                results.append(self._apply_one(state, change, log_rows))
-            now = self.clock()
-            for state in states.values():
-                if state.changes:
-                    await conn.execute(
-                        update(jobs)
-                        .where(jobs.c.request_id == state.job_id)
-                        .values(**state.changes, updated_at=now)
-                    )
-            if log_rows:
-                await conn.execute(insert(job_logs), log_rows)
-            events = [e for s in states.values() for e in s.events]
-            if events:
-                await conn.execute(insert(job_events), events)
+        rows = conn.execute(select(*_STATE_COLUMNS).where(jobs.c.request_id.in_(job_ids))).all()
+        states = {r._mapping["request_id"]: JobState.from_row(r) for r in rows}
+        for change in batch:
+            state = states.get(change.job_id)
+            if state is None:
+                results.append(None)  # a sandbox we do not know (another server's, or deleted)
+                continue
+            results.append(self._apply_one(state, change, log_rows, now))
+        for state in states.values():
+            if state.changes:
+                conn.execute(
+                    update(jobs)
+                    .where(jobs.c.request_id == state.job_id)
+                    .values(**state.changes, updated_at=now)
+                )
+        if log_rows:
+            conn.execute(insert(job_logs), log_rows)
+        events = [e for s in states.values() for e in s.events]
+        if events:
+            conn.execute(insert(job_events), events)
         return results
 
-    def _apply_one(self, state: JobState, change: Change, log_rows: list[dict[str, Any]]) -> Any:
+    def _apply_one(self, state: JobState, change: Change, log_rows: list[dict[str, Any]], now: float) -> Any:
         if change.kind == "log":
             self._add_log(state, change, log_rows)
             return None
         try:
-            return apply_change(state, change, self.clock())
+            return apply_change(state, change, now)
         except IllegalTransition as exc:
             # an agent can report things in an order our own actions already overtook
             log.debug("ignoring %s for job %s: %s", change.kind, change.job_id, exc)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import and_, func, insert, literal, select, update
+from sqlalchemy import Connection, and_, func, insert, literal, select, update
 from sqlalchemy.engine import Row
 
 from mags.core.db import Database
@@ -42,6 +42,12 @@ CLAIM_COLUMNS = (
 
 async def claim_jobs(db: Database, agent_id: str, limit: int, clock: Callable[[], float]) -> list[Row[Any]]:
     """Mark up to ``limit`` oldest pending jobs as starting on ``agent_id``; return them."""
+    rows = await db.write(_claim, agent_id, limit, clock())
+    rows.sort(key=lambda r: r._mapping["created_at"])
+    return rows
+
+
+def _claim(conn: Connection, agent_id: str, limit: int, now: float) -> list[Row[Any]]:
     pending = and_(jobs.c.status == JobStatus.PENDING.value, jobs.c.vm_status == VmStatus.PENDING.value)
     oldest = (
         select(jobs.c.request_id)
@@ -50,30 +56,27 @@ async def claim_jobs(db: Database, agent_id: str, limit: int, clock: Callable[[]
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    now = clock()
     stmt = (
         update(jobs)
         .where(and_(jobs.c.request_id.in_(oldest), pending))
         .values(vm_status=VmStatus.STARTING.value, vm_id=VM_ID_SQL, agent_id=agent_id, updated_at=now)
         .returning(*CLAIM_COLUMNS)
     )
-    async with db.write() as conn:
-        rows = list((await conn.execute(stmt)).all())
-        if rows:
-            await conn.execute(
-                insert(job_events),
-                [
-                    {
-                        "job_id": r._mapping["request_id"],
-                        "ts": now,
-                        "from_status": JobStatus.PENDING.value,
-                        "to_status": JobStatus.PENDING.value,
-                        "from_vm_status": VmStatus.PENDING.value,
-                        "vm_status": VmStatus.STARTING.value,
-                        "reason": f"assigned to agent {agent_id}",
-                    }
-                    for r in rows
-                ],
-            )
-    rows.sort(key=lambda r: r._mapping["created_at"])
+    rows = list(conn.execute(stmt).all())
+    if rows:
+        conn.execute(
+            insert(job_events),
+            [
+                {
+                    "job_id": r._mapping["request_id"],
+                    "ts": now,
+                    "from_status": JobStatus.PENDING.value,
+                    "to_status": JobStatus.PENDING.value,
+                    "from_vm_status": VmStatus.PENDING.value,
+                    "vm_status": VmStatus.STARTING.value,
+                    "reason": f"assigned to agent {agent_id}",
+                }
+                for r in rows
+            ],
+        )
     return rows

@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import Connection, and_, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -42,13 +42,19 @@ AGENT_STALE_S = 30.0
 _ACTIVE = [s.value for s in VM_ACTIVE]
 
 
-async def _active_jobs(db: Database, agent_ids: list[str] | None = None) -> list[Any]:
+def _active_jobs_sync(conn: Connection, agent_ids: list[str] | None) -> list[Any]:
     cond = jobs.c.vm_status.in_(_ACTIVE)
     if agent_ids is not None:
         cond = and_(cond, jobs.c.agent_id.in_(agent_ids))
-    async with db.read() as conn:
-        rows = await conn.execute(select(jobs.c.request_id, jobs.c.vm_id, jobs.c.agent_id).where(cond))
-        return list(rows.all())
+    return list(conn.execute(select(jobs.c.request_id, jobs.c.vm_id, jobs.c.agent_id).where(cond)).all())
+
+
+async def _active_jobs(db: Database, agent_ids: list[str] | None = None) -> list[Any]:
+    return await db.read_heavy(_active_jobs_sync, agent_ids)
+
+
+def _job_ids(conn: Connection, stmt: Any) -> list[str]:
+    return [r[0] for r in conn.execute(stmt).all()]
 
 
 async def reconcile_at_start(
@@ -92,16 +98,27 @@ async def reconcile_at_start(
 
 async def register_agents(db: Database, registry: AgentRegistry, now: float) -> None:
     """Upsert our agents' rows with ``last_seen = now`` (the heartbeat other servers check)."""
-    insert = sqlite_insert if db.is_sqlite else pg_insert
-    async with db.write() as conn:
-        for agent in registry.all():
-            url = registry.url(agent.agent_id)
-            runtime = getattr(agent, "runtime", None)
-            stmt = insert(agents).values(id=agent.agent_id, url=url, runtime=runtime, last_seen=now)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["id"], set_={"url": url, "runtime": runtime, "last_seen": now}
-            )
-            await conn.execute(stmt)
+    rows = [
+        {
+            "id": a.agent_id,
+            "url": registry.url(a.agent_id),
+            "runtime": getattr(a, "runtime", None),
+            "last_seen": now,
+        }
+        for a in registry.all()
+    ]
+    if rows:
+        await db.write(_upsert_agents, rows, db.is_sqlite)
+
+
+def _upsert_agents(conn: Connection, rows: list[dict[str, Any]], sqlite: bool) -> None:
+    insert = sqlite_insert if sqlite else pg_insert
+    for row in rows:
+        stmt = insert(agents).values(**row)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["id"], set_={k: v for k, v in row.items() if k != "id"}
+        )
+        conn.execute(stmt)
 
 
 async def end_superseded(
@@ -126,8 +143,7 @@ async def end_superseded(
             )
         )
     )
-    async with db.read() as conn:
-        gone = [r._mapping["request_id"] for r in (await conn.execute(stmt)).all()]
+    gone = await db.read_heavy(_job_ids, stmt)
     for job_id in gone:
         applier.submit(Change("finish", job_id, clock(), reason=RESTART_REASON))
     if gone:
@@ -156,8 +172,7 @@ async def end_orphans(
             )
         )
     )
-    async with db.read() as conn:
-        orphans = [r._mapping["request_id"] for r in (await conn.execute(stmt)).all()]
+    orphans = await db.read_heavy(_job_ids, stmt)
     for job_id in orphans:
         applier.submit(Change("finish", job_id, clock(), reason=reason))
     if orphans:
@@ -206,20 +221,22 @@ class Housekeeper:
 
 async def mark_shutdown(db: Database, agent_ids: list[str], reason: str, clock: Callable[[], float]) -> None:
     """Record why active sandboxes on these agents are about to stop (one UPDATE)."""
-    if not agent_ids:
-        return
-    async with db.write() as conn:
-        await conn.execute(
-            update(jobs)
-            .where(
-                and_(
-                    jobs.c.vm_status.in_(_ACTIVE),
-                    jobs.c.agent_id.in_(agent_ids),
-                    or_(jobs.c.stop_reason.is_(None), jobs.c.stop_reason == ""),
-                )
+    if agent_ids:
+        await db.write(_mark_shutdown, agent_ids, reason, clock())
+
+
+def _mark_shutdown(conn: Connection, agent_ids: list[str], reason: str, now: float) -> None:
+    conn.execute(
+        update(jobs)
+        .where(
+            and_(
+                jobs.c.vm_status.in_(_ACTIVE),
+                jobs.c.agent_id.in_(agent_ids),
+                or_(jobs.c.stop_reason.is_(None), jobs.c.stop_reason == ""),
             )
-            .values(stop_reason=reason, updated_at=clock())
         )
+        .values(stop_reason=reason, updated_at=now)
+    )
 
 
 async def finish_active(

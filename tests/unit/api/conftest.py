@@ -7,10 +7,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from mags.server import ControlPlane
 from scheduler.fake_agent import FakeAgentClient
 from scheduler.helpers import admin_token, api_client, make_settings, running_control_plane, user_token
+
+from mags.server import ControlPlane
 
 
 @pytest.fixture

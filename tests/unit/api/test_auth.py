@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import httpx
+from scheduler.helpers import api_client, fetch, user_token
 
 from mags.core.ids import hash_token
 from mags.server import ControlPlane
-from scheduler.helpers import api_client, user_token
 
 
 async def test_health_needs_no_token(anon: httpx.AsyncClient) -> None:
@@ -60,8 +60,7 @@ async def test_token_lifecycle_and_immediate_revocation(cp: ControlPlane, alice:
 
     from mags.core.schema import tokens
 
-    async with cp.db.read() as conn:
-        hashes = {r[0] for r in (await conn.execute(select(tokens.c.token_hash))).all()}
+    hashes = {r[0] for r in await fetch(cp.db, select(tokens.c.token_hash))}
     assert hash_token(created["token"]) in hashes and created["token"] not in hashes
 
 

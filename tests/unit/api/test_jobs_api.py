@@ -7,9 +7,9 @@ import time
 from typing import Any
 
 import httpx
+from scheduler.fake_agent import FakeAgentClient
 
 from mags.server import ControlPlane
-from scheduler.fake_agent import FakeAgentClient
 
 
 async def submit(client: httpx.AsyncClient, script: str, **fields: Any) -> str:

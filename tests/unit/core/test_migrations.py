@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from scheduler.helpers import fetch
 from sqlalchemy import select
 
 from core.pg import postgres_server, skip_reason
@@ -30,8 +31,7 @@ async def schema_diff(db: Database) -> list[Any]:
         ctx = MigrationContext.configure(sync_conn, opts={"compare_type": True})
         return compare_metadata(ctx, metadata)
 
-    async with db.read() as conn:
-        return await conn.run_sync(_diff)
+    return await db.read(_diff)
 
 
 async def test_sqlite_migrations(tmp_path: Path) -> None:
@@ -42,11 +42,13 @@ async def test_sqlite_migrations(tmp_path: Path) -> None:
         await run_migrations(db)  # idempotent
         assert await current_revision(db) == head_revision()
         assert await schema_diff(db) == []
-        async with db.read() as conn:
-            assert (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar() == "wal"
-            assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 1
-            assert (await conn.exec_driver_sql("PRAGMA synchronous")).scalar() == 1  # NORMAL
-            assert (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar() >= 1000
+        def pragmas(conn: Any) -> list[Any]:
+            names = ("journal_mode", "foreign_keys", "synchronous", "busy_timeout")
+            return [conn.exec_driver_sql(f"PRAGMA {name}").scalar() for name in names]
+
+        for values in (await db.read(pragmas), await db.write(pragmas), await db.read_heavy(pragmas)):
+            assert values[:3] == ["wal", 1, 1]  # synchronous=1 is NORMAL
+            assert values[3] >= 1000
     finally:
         await db.close()
 
@@ -94,12 +96,10 @@ async def test_postgres_migrations_and_job_flow(pg_url: str) -> None:
         row = await store.get(user._mapping["id"], rid)
         assert row._mapping["status"] == "completed" and row._mapping["exit_code"] == 0
         assert [r._mapping["message"] for r in await store.logs(rid)] == ["nul\ufffdbyte"]
-        async with db.read() as conn:
-            reasons = (await conn.execute(select(job_events.c.reason).where(job_events.c.job_id == rid))).all()
-            assert len(reasons) == 4
-            assert (await conn.execute(select(jobs.c.environment).where(jobs.c.request_id == rid))).scalar() == {
-                "A": "1"
-            }
+        reasons = await fetch(db, select(job_events.c.reason).where(job_events.c.job_id == rid))
+        assert len(reasons) == 4
+        env = await fetch(db, select(jobs.c.environment).where(jobs.c.request_id == rid))
+        assert env[0][0] == {"A": "1"}
         usage = await store.usage(user._mapping["id"], 30)
         assert usage["total_jobs"] == 40 and usage["completed"] == 1
     finally:

@@ -15,6 +15,16 @@ from mags.core.bootstrap import ensure_admin_token
 from mags.server import ControlPlane, build_control_plane
 
 
+async def fetch(db: Any, stmt: Any) -> list[Any]:
+    """Run a SELECT through the database's read path."""
+    return await db.read(lambda conn: list(conn.execute(stmt).all()))
+
+
+async def execute(db: Any, stmt: Any) -> None:
+    """Run a statement in a write transaction."""
+    await db.write(lambda conn: conn.execute(stmt))
+
+
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     return Settings(data_dir=tmp_path / "data", image_dir=tmp_path / "images", **overrides)
 

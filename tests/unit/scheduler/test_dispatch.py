@@ -11,7 +11,7 @@ from mags.core.ids import new_request_id
 from mags.core.jobs import NewJob
 from mags.core.schema import jobs
 from scheduler.fake_agent import FakeAgentClient
-from scheduler.helpers import make_settings, running_control_plane
+from scheduler.helpers import fetch, make_settings, running_control_plane
 
 
 async def test_two_dispatchers_never_double_claim(tmp_path: Path) -> None:
@@ -34,12 +34,8 @@ async def test_two_dispatchers_never_double_claim(tmp_path: Path) -> None:
 
         async def all_done() -> None:
             while True:
-                async with cp1.db.read() as conn:
-                    left = (
-                        await conn.execute(
-                            select(func.count()).select_from(jobs).where(jobs.c.status.not_in(["completed"]))
-                        )
-                    ).scalar_one()
+                stmt = select(func.count()).select_from(jobs).where(jobs.c.status.not_in(["completed"]))
+                left = (await fetch(cp1.db, stmt))[0][0]
                 if left == 0:
                     return
                 await asyncio.sleep(0.05)
@@ -49,8 +45,7 @@ async def test_two_dispatchers_never_double_claim(tmp_path: Path) -> None:
         assert sorted(launched) == sorted(ids)  # each exactly once
         assert a1.created and a2.created  # both really competed
         assert cp1.dispatcher.claimed + cp2.dispatcher.claimed == 200
-        async with cp1.db.read() as conn:
-            rows = (await conn.execute(select(jobs.c.agent_id, jobs.c.vm_id, jobs.c.log_count))).all()
+        rows = await fetch(cp1.db, select(jobs.c.agent_id, jobs.c.vm_id, jobs.c.log_count))
         assert all(r.log_count == 1 for r in rows)
         assert len({r.vm_id for r in rows}) == 200
         by_agent = {r.vm_id: r.agent_id for r in rows}

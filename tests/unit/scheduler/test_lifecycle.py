@@ -12,7 +12,7 @@ from mags.core.jobs import NewJob
 from mags.core.schema import jobs
 from mags.server import ControlPlane, build_control_plane
 from scheduler.fake_agent import FakeAgentClient
-from scheduler.helpers import make_settings, running_control_plane
+from scheduler.helpers import execute, make_settings, running_control_plane
 
 
 async def wait_status(cp: ControlPlane, uid: int, rid: str, *statuses: str, timeout: float = 5) -> dict:
@@ -64,8 +64,7 @@ async def test_restart_reconciliation(tmp_path: Path) -> None:
     agent.forget(ghost_vm)
     db_settings = settings
     async with running_control_plane(db_settings, [agent]) as cp2:
-        async with cp2.db.write() as conn:
-            await conn.execute(update(jobs).where(jobs.c.request_id == ghost).values(agent_id="ghost-agent"))
+        await execute(cp2.db, update(jobs).where(jobs.c.request_id == ghost).values(agent_id="ghost-agent"))
         # the ghost row is picked up by the periodic orphan sweep; run it now
         from mags.scheduler.reconcile import end_orphans
 
@@ -89,8 +88,8 @@ async def test_orphaned_sandbox_is_stopped_at_start(tmp_path: Path) -> None:
         rid = await submit(cp, uid, "sleep infinity")
         await wait_status(cp, uid, rid, "running")
         vm = agent.created[0].sandbox_id
-        async with cp.db.write() as conn:  # the database believes it is over
-            await conn.execute(update(jobs).where(jobs.c.request_id == rid).values(status="error", vm_status="stopped"))
+        # the database believes it is over
+        await execute(cp.db, update(jobs).where(jobs.c.request_id == rid).values(status="error", vm_status="stopped"))
     # close() asked nothing of the agent for that job: the sandbox is still there
     agent.sandboxes[vm].state = "running"
     async with running_control_plane(settings, [agent]):
