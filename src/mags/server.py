@@ -47,7 +47,7 @@ from mags.scheduler.registry import AgentRegistry
 log = logging.getLogger(__name__)
 
 # after the agent stopped its sandboxes, how long to wait for their last events
-EVENT_DRAIN_S = 0.5
+EVENT_DRAIN_S = 0.2
 
 
 @dataclass

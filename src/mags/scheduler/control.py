@@ -66,10 +66,12 @@ class JobController:
         internal = await self.jobs.get_internal(job_id)
         assert internal is not None
         agent = self.registry.get(internal._mapping["agent_id"])
-        await self.applier.apply(Change("stop_requested", job_id, self.clock(), reason=reason))
         if agent is None:
-            await self.applier.apply(Change("finish", job_id, self.clock(), reason=reason))
-            return await self.jobs.get(user_id, job_id)
+            # another server's agent (or a dead one: the housekeeper ends those jobs)
+            raise AgentError(
+                f"job {job_id} runs on agent {internal._mapping['agent_id']}, which this server does not manage"
+            )
+        await self.applier.apply(Change("stop_requested", job_id, self.clock(), reason=reason))
         try:
             info = await agent.stop_sandbox(m["vm_id"], StopRequest(reason=reason))
         except MagsError as exc:

@@ -182,3 +182,17 @@ async def test_twenty_concurrent_jobs_run_concurrently(alice: httpx.AsyncClient)
     jobs = await asyncio.gather(*(wait_done(alice, i) for i in ids))
     assert all(j["status"] == "completed" for j in jobs)
     assert time.monotonic() - t0 < 1.5
+
+
+async def test_stop_on_unmanaged_agent_is_502(cp: ControlPlane, alice: httpx.AsyncClient) -> None:
+    from sqlalchemy import update
+
+    from mags.core.schema import jobs
+    from scheduler.helpers import execute
+
+    job_id = await submit(alice, "sleep infinity")
+    await wait_done(alice, job_id, until="running")
+    await execute(cp.db, update(jobs).where(jobs.c.request_id == job_id).values(agent_id="elsewhere"))
+    r = await alice.post(f"/mags-jobs/{job_id}/stop")
+    assert r.status_code == 502
+    assert r.json() == {"error": f"job {job_id} runs on agent elsewhere, which this server does not manage"}
