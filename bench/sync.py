@@ -236,6 +236,7 @@ def run_store(
         shutil.rmtree(dest)
         shutil.rmtree(work / f"fresh-cache-{name}-{i}")
     out["cp_a_baseline"] = median_run(cps)
+    out["restore_fresh"] = median_run(rows)
     if Path("/dev/shm").is_dir():  # same comparison in RAM: no disk noise, CPU cost only
         shm = Path(tempfile.mkdtemp(prefix="mags-bench-", dir="/dev/shm"))
         try:
@@ -251,7 +252,6 @@ def run_store(
             out["restore_fresh_tmpfs"] = median_run(rows)
         finally:
             shutil.rmtree(shm, ignore_errors=True)
-    out["restore_fresh"] = median_run(rows)
     rows = []
     for _ in range(2):
         os.sync()
