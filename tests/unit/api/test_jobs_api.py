@@ -8,7 +8,10 @@ from typing import Any
 
 import httpx
 from scheduler.fake_agent import FakeAgentClient
+from scheduler.helpers import execute
+from sqlalchemy import update
 
+from mags.core.schema import jobs
 from mags.server import ControlPlane
 
 
@@ -185,11 +188,6 @@ async def test_twenty_concurrent_jobs_run_concurrently(alice: httpx.AsyncClient)
 
 
 async def test_stop_on_unmanaged_agent_is_502(cp: ControlPlane, alice: httpx.AsyncClient) -> None:
-    from sqlalchemy import update
-
-    from mags.core.schema import jobs
-    from scheduler.helpers import execute
-
     job_id = await submit(alice, "sleep infinity")
     await wait_done(alice, job_id, until="running")
     await execute(cp.db, update(jobs).where(jobs.c.request_id == job_id).values(agent_id="elsewhere"))
