@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -192,14 +191,20 @@ class PackReader:
 
 
 class TreeLoader:
-    """Loads directory manifests by ref: memory, then host cache, then the tree's pack."""
+    """Loads directory manifests by ref: this run's memory, then host cache, then the pack.
 
-    def __init__(self, reader: PackReader, cache: LocalCache | None, memory_packs: int = 8) -> None:
+    A tree pack is fetched whole and every manifest in it decoded and verified once (siblings
+    are needed next), kept in memory for this run and written to the host cache.
+    """
+
+    def __init__(self, reader: PackReader, cache: LocalCache | None, memory_bytes: int = 64 << 20) -> None:
         self.reader = reader
         self.cache = cache
         self._dctx = zstandard.ZstdDecompressor()
-        self._packs: OrderedDict[str, bytes] = OrderedDict()
-        self._memory_packs = memory_packs
+        self._mem: dict[str, bytes] = {}
+        self._mem_bytes = 0
+        self._memory_bytes = memory_bytes
+        self._fetched: set[str] = set()
         self._lock = threading.Lock()
 
     def load(self, ref: fmt.Ref) -> list[fmt.Entry]:
@@ -209,27 +214,35 @@ class TreeLoader:
     def load_bytes(self, ref: fmt.Ref) -> bytes:
         """The verified JSON bytes of a manifest."""
         digest, pack_id, off, clen, _ulen = ref
+        data = self._mem.get(digest)
+        if data is not None:
+            return data
         if self.cache is not None:
             data = self.cache.get_tree(digest)
             if data is not None:
                 return data
         with self._lock:
-            pack = self._packs.get(pack_id)
-            if pack is None:
-                pack = self.reader.get_pack(pack_id)
-                self._packs[pack_id] = pack
-                while len(self._packs) > self._memory_packs:
-                    self._packs.popitem(last=False)
-                self._cache_whole_pack(pack_id, pack)
-        return decode_blob(ref, memoryview(pack)[off : off + clen], self._dctx)
+            data = self._mem.get(digest)
+            if data is not None:
+                return data
+            pack = self.reader.get_pack(pack_id)
+            if pack_id not in self._fetched:
+                self._fetched.add(pack_id)
+                self._take_whole_pack(pack_id, pack)
+            data = self._mem.get(digest)
+        if data is None:  # not in the pack's table of contents, or memory was full
+            data = decode_blob(ref, memoryview(pack)[off : off + clen], self._dctx)
+        return data
 
-    def _cache_whole_pack(self, pack_id: str, pack: bytes) -> None:
-        # Siblings of a manifest are needed next: cache every manifest of the pack at once.
-        if self.cache is None:
-            return
+    def _take_whole_pack(self, pack_id: str, pack: bytes) -> None:
         toc_off, toc_len = fmt.parse_trailer(pack[-fmt.TRAILER.size :])
         items = []
+        view = memoryview(pack)
         for digest, off, clen, ulen in fmt.parse_toc(pack[toc_off : toc_off + toc_len]):
-            ref = [digest, pack_id, off, clen, ulen]
-            items.append((digest, decode_blob(ref, memoryview(pack)[off : off + clen], self._dctx)))
-        self.cache.put_trees(items)
+            data = decode_blob([digest, pack_id, off, clen, ulen], view[off : off + clen], self._dctx)
+            items.append((digest, data))
+            if self._mem_bytes + len(data) <= self._memory_bytes:
+                self._mem[digest] = data
+                self._mem_bytes += len(data)
+        if self.cache is not None:
+            self.cache.put_trees(items)
