@@ -34,7 +34,7 @@ async def test_write_waits_for_another_process_lock_without_blocking_the_loop(tm
         while time.monotonic() - t0 < 0.3:
             await asyncio.sleep(0.01)
             ticks += 1
-        assert ticks > 15  # the loop kept running while the writer thread waited
+        assert ticks > 5  # the loop kept running while the writer thread waited
         assert not write.done()
         # readers are not blocked by the writer (WAL), and do not see uncommitted rows
         names = await db.read(lambda c: [r[0] for r in c.execute(select(users.c.name))])
