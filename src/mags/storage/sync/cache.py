@@ -7,8 +7,8 @@ Everything here is disposable — it only saves work, and a fresh host starts wi
   trusted);
 * ``trees`` / ``roots``: manifests and snapshot roots already fetched (immutable, so they never
   go stale);
-* ``states``: for an upper dir, the ``(inode, ctime)`` of every path as of a snapshot, which lets
-  the next sync trust unchanged files without reading them (git's index trick); the two most
+* ``states``: for an upper dir, the ``(inode, ctime, size, mtime)`` of every path as of a snapshot, which lets
+  the next sync trust unchanged files without reading them (git's index trick); the
   state of the newest snapshot and of its parent are kept, so a commit that lost its
   compare-and-swap costs no rehash;
 * ``packs/``: whole packs downloaded from (or uploaded to) a remote store, for restores on the

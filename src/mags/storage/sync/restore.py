@@ -39,7 +39,7 @@ from mags.storage.sync import fsread
 from mags.storage.sync.cache import LocalCache
 from mags.storage.sync.killpoints import killpoint
 from mags.storage.sync.packs import PackReader, TreeLoader, decode_blob
-from mags.storage.sync.scan import Scanner
+from mags.storage.sync.scan import Scanner, leaf_state
 from mags.storage.sync.snapshot import SyncOptions, load_root, upper_key
 
 _CRITICAL_XATTRS = ("trusted.", "user.")
@@ -282,7 +282,7 @@ def _record_state(dest: str, tree_refs: dict[str, fmt.Ref]) -> dict[str, list[An
             if kid.node is not None:
                 stack.append(kid.node)
             else:
-                state[kid.rel] = [kid.st.st_ino, kid.st.st_ctime_ns] + ([kid.h] if kid.h else [])
+                state[kid.rel] = leaf_state(kid.st, kid.h)
                 newest = max(newest, kid.st.st_ctime_ns)
     # A change within the same clock tick as our last write could keep the same ctime: wait
     # for the tick to pass (nothing else touches dest before we return).

@@ -1,8 +1,8 @@
 """The scan of an upper directory: ``lstat`` everything, decide what can be trusted unread.
 
-A path is *trusted* when its ``(inode, ctime)`` equals what the host recorded for it as of the
-parent snapshot: ctime moves on any change to content, mode, owner, xattrs or link count, so
-the parent's manifest entry still describes it.  A directory is *clean* when it and everything
+A path is *trusted* when its ``(inode, ctime, size, mtime)`` equals what the host recorded for
+it as of the parent snapshot (directories: ``(inode, ctime)``): ctime moves on any change to
+content, mode, owner, xattrs or link count, so the parent's manifest entry still describes it.  A directory is *clean* when it and everything
 below it is trusted — then its whole subtree is reused by ref without being loaded.
 
 Hardlinked regular files (``st_nlink > 1``) get a key: the first path of their inode in this
@@ -58,6 +58,14 @@ class Kid:
         self.job: Future[tuple[fmt.Entry, os.stat_result] | None] | None = None
 
 
+def leaf_state(st: os.stat_result, h: str | None) -> list[Any]:
+    """What the host records about a non-directory: git's index fields, plus the link key."""
+    rec: list[Any] = [st.st_ino, st.st_ctime_ns, st.st_size, st.st_mtime_ns]
+    if h is not None:
+        rec.append(h)
+    return rec
+
+
 def join_rel(parent: str, name: str) -> str:
     """Relative path of ``name`` inside the directory ``parent`` ("" is the root)."""
     return f"{parent}/{name}" if parent else name
@@ -106,12 +114,10 @@ class Scanner:
                 kid.node = sub
                 clean = clean and sub.clean
             else:
-                s = state.get(crel)
-                ok = s is not None and s[0] == cst.st_ino and s[1] == cst.st_ctime_ns
                 h = None
                 if kind == fsread.FILE and cst.st_nlink > 1:
                     h = self.first_seen.setdefault((cst.st_dev, cst.st_ino), crel)
-                    ok = ok and len(s) > 2 and s[2] == h  # type: ignore[arg-type]
+                ok = state.get(crel) == leaf_state(cst, h)
                 kid = Kid(entry.name, crel, cst, kind, h, ok)
                 clean = clean and ok
             node.kids.append(kid)

@@ -1,6 +1,6 @@
 """snapshot(): store an overlay upper directory as an immutable snapshot.
 
-1. **Scan** (cheap, always whole): ``lstat`` every path.  A path whose ``(inode, ctime)`` equals
+1. **Scan** (cheap, always whole): ``lstat`` every path.  A path whose ``(inode, ctime, size, mtime)`` equals
    the host's recorded state for the parent snapshot is *trusted*: nothing about it changed, so
    its manifest entry is reused without reading it (ctime moves on any content, mode, owner,
    xattr or link-count change).  A directory is *clean* when it and everything below it is
@@ -34,7 +34,7 @@ from mags.storage.sync.cache import LocalCache
 from mags.storage.sync.hashing import GONE, ChunkStore
 from mags.storage.sync.killpoints import killpoint
 from mags.storage.sync.packs import PackReader, PackWriter, TreeLoader, Uploader
-from mags.storage.sync.scan import Kid, Node, Scanner, TooDeep
+from mags.storage.sync.scan import Kid, Node, Scanner, TooDeep, leaf_state
 
 
 @dataclass
@@ -179,11 +179,9 @@ class _Snapshotter:
             elif kid.kind == fsread.FILE and not kid.trusted:
                 kid.job = pool.submit(self.chunks.hash_file, os.path.join(node.path, kid.name), kid.name)
 
-    def _record(self, rel: str, st: os.stat_result, extra: Any = None) -> None:
+    def _record(self, rel: str, st: os.stat_result, record: list[Any]) -> None:
         if st.st_ctime_ns < self.t_start:  # else it may change again within this clock tick
-            self.new_state[rel] = (
-                [st.st_ino, st.st_ctime_ns] if extra is None else [st.st_ino, st.st_ctime_ns, extra]
-            )
+            self.new_state[rel] = record
 
     def carry_state(self, node: Node) -> None:
         """Copy the recorded state of a clean subtree."""
@@ -232,7 +230,7 @@ class _Snapshotter:
             ref = self.tree_packs.add(digest, comp, len(data))
             self.new_trees.append((digest, data))
         packs.add(ref[1])
-        self._record(node.rel, node.st, ref)
+        self._record(node.rel, node.st, [node.st.st_ino, node.st.st_ctime_ns, ref])
         return ref, packs, files, nbytes
 
     def _dir_entry(self, kid: Kid, prev: fmt.Entry | None) -> fmt.Entry | None:
@@ -278,7 +276,7 @@ class _Snapshotter:
                 entry = {**entry, "h": kid.h}
             elif kid.h is None and "h" in entry:
                 entry = {k: v for k, v in entry.items() if k != "h"}
-        self._record(kid.rel, st, kid.h)
+        self._record(kid.rel, st, leaf_state(st, kid.h))
         return entry
 
     # ------------------------------------------------------------------ run
