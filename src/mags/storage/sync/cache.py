@@ -3,14 +3,14 @@
 Everything here is disposable — it only saves work, and a fresh host starts with none of it:
 
 * ``chunks``: blob hash -> where it is stored (pack, offset, lengths) and when that pack was
-  written, so unchanged data is never uploaded again (see ``snapshot`` for when an entry may be
+  written, so unchanged data is never uploaded again (see ``hashing`` for when an entry may be
   trusted);
 * ``trees`` / ``roots``: manifests and snapshot roots already fetched (immutable, so they never
   go stale);
-* ``states``: for an upper dir, the ``(inode, ctime, size, mtime)`` of every path as of a snapshot, which lets
-  the next sync trust unchanged files without reading them (git's index trick); the
-  state of the newest snapshot and of its parent are kept, so a commit that lost its
-  compare-and-swap costs no rehash;
+* ``states``: for an upper dir, the ``(inode, ctime, size, mtime)`` of every path as of a
+  snapshot, which lets the next sync trust unchanged files without reading them (git's index
+  trick); the states of the newest snapshot and of its parent are kept, so a commit that lost
+  its compare-and-swap costs no rehash;
 * ``packs/``: whole packs downloaded from (or uploaded to) a remote store, for restores on the
   same host, bounded by a byte budget.
 

@@ -1,9 +1,9 @@
 """snapshot(): store an overlay upper directory as an immutable snapshot.
 
-1. **Scan** (cheap, always whole): ``lstat`` every path.  A path whose ``(inode, ctime, size, mtime)`` equals
-   the host's recorded state for the parent snapshot is *trusted*: nothing about it changed, so
-   its manifest entry is reused without reading it (ctime moves on any content, mode, owner,
-   xattr or link-count change).  A directory is *clean* when it and everything below it is
+1. **Scan** (cheap, always whole): ``lstat`` every path.  A path whose ``(inode, ctime, size,
+   mtime)`` equals the host's recorded state for the parent snapshot is *trusted*: nothing
+   about it changed, so its manifest entry is reused without reading it (ctime moves on any
+   content, mode, owner, xattr or link-count change).  A directory is *clean* when it and everything below it is
    trusted; a clean subtree is reused by its manifest ref without even loading it.
 2. **Hash** the untrusted files on a thread pool: FastCDC chunks, blake3, and only chunks not
    already stored are zstd-compressed into packs, which upload in the background.
