@@ -65,14 +65,13 @@ class RestoreResult:
 
 
 class _Target:
-    """A regular file being written: its path, entry and chunks still to come."""
+    """A regular file being written; ``single``: one chunk, so written and finished at once."""
 
-    __slots__ = ("entry", "path", "remaining", "single")
+    __slots__ = ("entry", "path", "single")
 
-    def __init__(self, path: str, entry: fmt.Entry, remaining: int, single: bool) -> None:
+    def __init__(self, path: str, entry: fmt.Entry, single: bool) -> None:
         self.path = path
         self.entry = entry
-        self.remaining = remaining
         self.single = single
 
 
@@ -120,10 +119,9 @@ class _Restorer:
         self.dirs: list[tuple[str, fmt.Entry]] = []
         self.leaves: list[tuple[str, fmt.Entry]] = []
         self.tree_refs: dict[str, fmt.Ref] = {}
-        self.lock = threading.Lock()
         self.local = threading.local()
 
-    def walk(self, ref: fmt.Ref, rel: str, base: str) -> None:
+    def walk(self, ref: fmt.Ref, rel: str) -> None:
         """Collect every entry below ``rel`` in manifest order (names sorted, depth first)."""
         self.tree_refs[rel] = ref
         last = None
@@ -135,12 +133,12 @@ class _Restorer:
             crel = f"{rel}/{name}" if rel else name
             if e["k"] == fsread.DIR:
                 self.dirs.append((crel, e))
-                self.walk(e["r"], crel, base)
+                self.walk(e["r"], crel)
             else:
                 self.leaves.append((crel, e))
 
     def run(self, tmp: str) -> None:
-        self.walk(self.root["tree"], "", tmp)
+        self.walk(self.root["tree"], "")
         for rel, _ in self.dirs:
             os.mkdir(os.path.join(tmp, rel), 0o700)
         plan: dict[str, dict[int, tuple[fmt.Ref, list[tuple[_Target, int]]]]] = {}
@@ -159,7 +157,7 @@ class _Restorer:
                         continue
                 chunks = e.get("c", ())
                 single = len(chunks) == 1 and chunks[0][0] == 0 and chunks[0][5] == e["s"]
-                target = _Target(path, e, len(chunks), single)
+                target = _Target(path, e, single)
                 if not single:
                     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
                     try:
