@@ -77,12 +77,29 @@ class LocalCache:
             st = os.stat(self.dir / "index.sqlite")
             self._file_id = (st.st_dev, st.st_ino)
             self._db.execute("PRAGMA synchronous=NORMAL")
-            if self._db.execute("PRAGMA user_version").fetchone()[0] != _SCHEMA_VERSION:
-                self._db.execute("PRAGMA journal_mode=WAL")  # persistent: set once per file
-                self._db.executescript(_SCHEMA)
-                self._db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+            self._init_schema()
         except (OSError, sqlite3.Error) as exc:
             raise StorageError(f"cannot open sync cache {self.dir}: {exc}") from exc
+
+    def _init_schema(self) -> None:
+        """Create the tables once per file; concurrent first opens retry (the WAL switch and
+        schema changes can fail with "locked" without waiting on the busy timeout)."""
+        deadline = time.monotonic() + 30
+        while self._db.execute("PRAGMA user_version").fetchone()[0] != _SCHEMA_VERSION:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")  # persistent: set once per file
+                self._db.execute("BEGIN IMMEDIATE")
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+                self._db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     @classmethod
     def shared(cls, cache_dir: str | Path) -> LocalCache:

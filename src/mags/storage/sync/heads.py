@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -78,15 +79,25 @@ class SQLiteHeadStore:
     """Heads in a SQLite table (safe across processes: each CAS is one UPDATE/INSERT)."""
 
     def __init__(self, path: str | Path) -> None:
-        try:
-            self._db = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS workspaces (id TEXT PRIMARY KEY, head TEXT, "
-                "generation INTEGER NOT NULL)"
-            )
-        except sqlite3.Error as exc:
-            raise StorageError(f"cannot open head store {path}: {exc}") from exc
+        deadline = time.monotonic() + 30
+        while True:  # a concurrent first open can fail "locked" without waiting: retry
+            try:
+                self._db = sqlite3.connect(
+                    str(path), timeout=30, isolation_level=None, check_same_thread=False
+                )
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute(
+                    "CREATE TABLE IF NOT EXISTS workspaces (id TEXT PRIMARY KEY, head TEXT, "
+                    "generation INTEGER NOT NULL)"
+                )
+                break
+            except sqlite3.OperationalError as exc:
+                self._db.close()
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise StorageError(f"cannot open head store {path}: {exc}") from exc
+                time.sleep(0.02)
+            except sqlite3.Error as exc:
+                raise StorageError(f"cannot open head store {path}: {exc}") from exc
         self._lock = threading.Lock()
 
     def close(self) -> None:
