@@ -92,7 +92,8 @@ class SQLiteHeadStore:
                 )
                 break
             except sqlite3.OperationalError as exc:
-                self._db.close()
+                if getattr(self, "_db", None) is not None:
+                    self._db.close()
                 if "locked" not in str(exc) or time.monotonic() > deadline:
                     raise StorageError(f"cannot open head store {path}: {exc}") from exc
                 time.sleep(0.02)
