@@ -97,7 +97,8 @@ class StopRequest(BaseModel):
 
 
 class AgentHealth(BaseModel):
-    agent_id: str
+    agent_id: str  # stable across restarts of the agent (kept in its data dir)
+    boot_id: str  # new at every start: event sequence numbers restart with it
     runtime: str
     sandboxes: int
     version: str

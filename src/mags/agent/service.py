@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import time
 import uuid
@@ -66,6 +67,23 @@ class Tracked:
         )
 
 
+def stable_agent_id(data_dir: Path) -> str:
+    """The agent's id, created once and kept in ``<data_dir>/agent.id``."""
+    path = data_dir / "agent.id"
+    try:
+        existing = path.read_text().strip()
+        if existing:
+            return existing
+    except FileNotFoundError:
+        pass
+    data_dir.mkdir(parents=True, exist_ok=True)
+    new = f"agent-{uuid.uuid4().hex[:12]}"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(new + "\n")
+    os.replace(tmp, path)
+    return new
+
+
 class LineSplitter:
     """Turns output chunks of one stream into lines (a partial line waits for its end)."""
 
@@ -101,14 +119,15 @@ class AgentService:
         self.settings = settings
         self.runtime = runtime
         self.events = EventLog()
-        self.agent_id = f"agent-{uuid.uuid4().hex[:8]}"
+        self.agent_id = stable_agent_id(settings.data_dir)
+        self.boot_id = uuid.uuid4().hex
         self._tracked: dict[str, Tracked] = {}
         self._closing = False
 
     # ------------------------------------------------------------------ queries
     def health(self) -> AgentHealth:
         return AgentHealth(
-            agent_id=self.agent_id, runtime=self.runtime.name, sandboxes=len(self._tracked), version=mags_version
+            agent_id=self.agent_id, boot_id=self.boot_id, runtime=self.runtime.name, sandboxes=len(self._tracked), version=mags_version
         )
 
     def _get(self, sandbox_id: str) -> Tracked:

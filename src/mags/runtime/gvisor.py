@@ -130,9 +130,10 @@ class GvisorRuntime(BaseRuntime):
         }
 
     def host_limits(self, limits: Limits) -> Limits:
-        # the sentry and gofer are Go programs with their own threads (host pids); guest
-        # processes are capped by RLIMIT_NPROC inside gVisor
-        return replace(limits, pids=limits.pids + GVISOR_THREAD_HEADROOM)
+        # The sentry and gofer are Go programs with their own threads, and systrap adds stub
+        # processes/threads per guest address space: all host pids.  Guest processes are
+        # capped by RLIMIT_NPROC inside gVisor; the cgroup is only the host-side backstop.
+        return replace(limits, pids=limits.pids * 3 + GVISOR_THREAD_HEADROOM)
 
     @staticmethod
     def _env() -> dict[str, str]:

@@ -35,6 +35,21 @@ def _close_clients():
         _clients.pop().close()
 
 
+@pytest.fixture
+def spawn_server(tmp_path: Path):
+    """Start servers inside a test; every one is stopped at teardown, even when asserts fail."""
+    started: list[ServerProc] = []
+
+    def start(runtime: str = "namespaces") -> ServerProc:
+        srv = ServerProc(tmp_path / "data", tmp_path / "home", free_port(), runtime).start()
+        started.append(srv)
+        return srv
+
+    yield start
+    for srv in started:
+        srv.stop(signal.SIGKILL)
+
+
 def sdk(srv: ServerProc, token: str | None = None) -> Mags:
     m = Mags(api_token=token or srv.admin_token, api_url=srv.url)
     _clients.append(m)
@@ -164,8 +179,8 @@ def test_cli_says_when_the_server_is_down(tmp_path: Path) -> None:
     assert "cannot reach mags server" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_kill9_mid_job_then_restart_is_consistent(tmp_path: Path) -> None:
-    srv = ServerProc(tmp_path / "data", tmp_path / "home", free_port(), "namespaces").start()
+def test_kill9_mid_job_then_restart_is_consistent(spawn_server) -> None:
+    srv = spawn_server()
     m = sdk(srv)
     job = m.run("echo started; sleep 300")
     rid = job["request_id"]
@@ -177,11 +192,10 @@ def test_kill9_mid_job_then_restart_is_consistent(tmp_path: Path) -> None:
     assert st["status"] == "error" and st["vm_status"] == "stopped"
     assert "server restarted" in (st["error_message"] or "")
     assert m.run_and_wait("echo after-restart")["status"] == "completed"
-    srv.stop()
 
 
-def test_sigterm_ends_running_jobs_with_a_reason(tmp_path: Path) -> None:
-    srv = ServerProc(tmp_path / "data", tmp_path / "home", free_port(), "namespaces").start()
+def test_sigterm_ends_running_jobs_with_a_reason(spawn_server) -> None:
+    srv = spawn_server()
     m = sdk(srv)
     rid = m.run("sleep 300")["request_id"]
     m.wait_for_status(rid, ["running"], timeout=30)
@@ -189,17 +203,15 @@ def test_sigterm_ends_running_jobs_with_a_reason(tmp_path: Path) -> None:
     srv.start()
     st = sdk(srv).status(rid)
     assert st["status"] == "error" and "shutting down" in (st["error_message"] or "")
-    srv.stop()
 
 
-def test_gvisor_runtime_end_to_end(tmp_path: Path) -> None:
+def test_gvisor_runtime_end_to_end(spawn_server) -> None:
     from mags.runtime.gvisor import find_runsc
 
     if find_runsc() is None:
         pytest.skip("gVisor runsc not installed; run scripts/setup.sh")
-    srv = ServerProc(tmp_path / "data", tmp_path / "home", free_port(), "gvisor").start()
+    srv = spawn_server("gvisor")
     r = srv.cli("run", "echo Hello World; uname -r")
-    srv.stop()
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0] == "Hello World"
