@@ -41,8 +41,18 @@ async def test_fork_bomb_contained_by_pids_limit(runtime: BaseRuntime) -> None:
     bomb = await runtime.create(spec(limits=Limits(pids=64)))
     other = await runtime.create(spec())
     try:
-        # a bounded fork bomb: tries to hold 500 processes at once
-        await bomb.spawn(["/bin/sh", "-c", "for i in $(seq 500); do sleep 30 & done; wait"])
+        # a bounded fork bomb: tries to hold 500 processes at once (python: no fork retries)
+        bomb_src = (
+            "import os, time\n"
+            "for i in range(500):\n"
+            "    try:\n"
+            "        if os.fork() == 0:\n"
+            "            time.sleep(30); os._exit(0)\n"
+            "    except OSError:\n"
+            "        pass\n"
+            "time.sleep(30)\n"
+        )
+        await bomb.spawn(["python3", "-c", bomb_src])
         await asyncio.sleep(1.0 if runtime.name == "namespaces" else 3.0)
         stats = await bomb.stats()
         if runtime.name == "namespaces":
