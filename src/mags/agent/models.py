@@ -11,6 +11,14 @@ Endpoints (all JSON, prefix ``/v1``)::
     GET    /v1/sandboxes/{id}                 -> SandboxInfo
     POST   /v1/sandboxes/{id}/exec ExecRequest -> ExecResult
     POST   /v1/sandboxes/{id}/stop StopRequest -> SandboxInfo     (syncs persistent workspaces first)
+    POST   /v1/sandboxes/{id}/sync            -> SyncResult       (persistent workspace, VM keeps running)
+    POST   /v1/sandboxes/{id}/wake            -> SandboxInfo      (no-op unless sleeping)
+    POST   /v1/sandboxes/{id}/settings SandboxSettings -> SandboxInfo
+    WS     /v1/sandboxes/{id}/attach          interactive process (see agent/attach.py)
+    WS     /v1/sandboxes/{id}/connect?port=N  a TCP stream to a port inside the sandbox
+    GET    /v1/workspaces                     -> {"workspaces": [WorkspaceInfo]}
+    POST   /v1/workspaces/{id}/resize ResizeRequest -> WorkspaceInfo (409 while in use)
+    DELETE /v1/workspaces/{id}                -> {}  local copy only (409 while in use)
     GET    /v1/events?after=SEQ               -> NDJSON stream of AgentEvent, forever
 
 Events carry a per-agent sequence number; a control plane that reconnects asks for
@@ -35,16 +43,19 @@ class FileRef(BaseModel):
 
 
 class WorkspaceRef(BaseModel):
-    """The workspace a sandbox runs on (issue 4)."""
+    """The workspace a sandbox runs on.
 
-    workspace_id: str  # internal unique id (owner-scoped name resolved by the control plane)
+    The agent keeps the workspace's writable layer on a size-limited local disk.  For a
+    persistent workspace it restores ``snapshot_id`` from the object store unless its local
+    copy already is that snapshot (or newer, unsynced, on top of it), and reports every sync
+    as a ``synced`` event that the control plane commits with a compare-and-swap.
+    """
+
+    workspace_id: str  # agent-side key, unique across tenants ("u<user id>-<name>")
     mode: Literal["local", "persistent"] = "local"
-    snapshot_id: str | None = None  # head to restore when the host lacks it (persistent)
-    base_workspace_id: str | None = None
-    base_snapshot_id: str | None = None
-    sync: bool = True  # persistent: sync to object storage (False = no_sync)
-
-
+    snapshot_id: str | None = None  # committed head to start from (persistent); None = empty
+    layers: list[str] = Field(default_factory=list)  # read-only base snapshots, topmost first
+    sync: bool = True  # persistent: sync to the object store (False = no_sync)
 class SandboxRequest(BaseModel):
     sandbox_id: str  # == the job's vm_id, chosen by the control plane
     job_id: str
@@ -57,7 +68,9 @@ class SandboxRequest(BaseModel):
     disk_gb: int | None = None
     timeout_s: float | None = None  # wall-clock limit for the script; None = server default
     persistent: bool = False  # keep the sandbox after the script exits
-    startup_command: str | None = None
+    startup_command: str | None = None  # run in the background whenever the sandbox wakes
+    no_sleep: bool = False  # persistent only: never auto-sleep
+    idle_timeout_s: float | None = None  # None: the agent's setting
     workspace: WorkspaceRef | None = None
     files: list[FileRef] = Field(default_factory=list)
 
@@ -75,6 +88,10 @@ class SandboxInfo(BaseModel):
     created_at: float
     exit_code: int | None = None
     reason: str | None = None
+    workspace_id: str | None = None
+    no_sleep: bool = False
+    startup_command: str | None = None
+    last_activity: float | None = None  # unix time of the last exec/SSH/URL traffic
 
 
 class ExecRequest(BaseModel):
@@ -89,6 +106,40 @@ class ExecResult(BaseModel):
     stdout: str
     stderr: str
     timed_out: bool = False
+
+
+class SandboxSettings(BaseModel):
+    """Live changes to a sandbox (PATCH /mags-jobs/{id}); None = unchanged."""
+
+    no_sleep: bool | None = None
+    startup_command: str | None = None
+    clear_startup_command: bool = False
+
+
+class SyncResult(BaseModel):
+    workspace_id: str
+    snapshot_id: str | None  # None: the workspace was never synced and nothing changed
+    parent_snapshot_id: str | None
+    changed: bool
+    bytes_uploaded: int = 0
+    files: int = 0
+    seconds: float = 0.0
+
+
+class WorkspaceInfo(BaseModel):
+    """A workspace's local copy on this agent."""
+
+    workspace_id: str
+    mode: Literal["local", "persistent"]
+    disk_gb: int
+    used_bytes: int
+    in_use: bool
+    synced_snapshot_id: str | None
+    last_used: float
+
+
+class ResizeRequest(BaseModel):
+    disk_gb: int
 
 
 class StopRequest(BaseModel):
@@ -112,10 +163,12 @@ class AgentEvent(BaseModel):
       ``log``      a line of script output               (source, message)
       ``exit``     the script exited                     (exit_code, duration_ms, reason)
       ``state``    the sandbox changed state             (state, reason)
+      ``synced``   a workspace sync finished             (data: SyncResult fields + "trigger":
+                                                        periodic | stop | sleep | request)
     """
 
     seq: int
-    type: Literal["started", "log", "exit", "state"]
+    type: Literal["started", "log", "exit", "state", "synced"]
     sandbox_id: str
     job_id: str
     ts: float
@@ -145,6 +198,18 @@ class AgentClient(Protocol):
     async def exec(self, sandbox_id: str, req: ExecRequest) -> ExecResult: ...
 
     async def stop_sandbox(self, sandbox_id: str, req: StopRequest) -> SandboxInfo: ...
+
+    async def sync_sandbox(self, sandbox_id: str) -> SyncResult: ...
+
+    async def wake_sandbox(self, sandbox_id: str) -> SandboxInfo: ...
+
+    async def update_sandbox(self, sandbox_id: str, req: SandboxSettings) -> SandboxInfo: ...
+
+    async def list_workspaces(self) -> list[WorkspaceInfo]: ...
+
+    async def resize_workspace(self, workspace_id: str, req: ResizeRequest) -> WorkspaceInfo: ...
+
+    async def delete_workspace(self, workspace_id: str) -> None: ...
 
     def events(self, after: int = 0) -> AsyncIterator[AgentEvent]: ...
 
