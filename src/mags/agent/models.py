@@ -42,6 +42,13 @@ class FileRef(BaseModel):
     mode: int = 0o644
 
 
+class LayerRef(BaseModel):
+    """A read-only base layer: a snapshot of another workspace (its own store prefix)."""
+
+    workspace_id: str
+    snapshot_id: str
+
+
 class WorkspaceRef(BaseModel):
     """The workspace a sandbox runs on.
 
@@ -54,7 +61,7 @@ class WorkspaceRef(BaseModel):
     workspace_id: str  # agent-side key, unique across tenants ("u<user id>-<name>")
     mode: Literal["local", "persistent"] = "local"
     snapshot_id: str | None = None  # committed head to start from (persistent); None = empty
-    layers: list[str] = Field(default_factory=list)  # read-only base snapshots, topmost first
+    layers: list[LayerRef] = Field(default_factory=list)  # read-only bases, topmost first
     sync: bool = True  # persistent: sync to the object store (False = no_sync)
 class SandboxRequest(BaseModel):
     sandbox_id: str  # == the job's vm_id, chosen by the control plane
