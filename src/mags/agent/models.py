@@ -58,8 +58,9 @@ class WorkspaceRef(BaseModel):
     as a ``synced`` event that the control plane commits with a compare-and-swap.
     """
 
-    workspace_id: str  # agent-side key, unique across tenants ("u<user id>-<name>")
-    mode: Literal["local", "persistent"] = "local"
+    workspace_id: str  # agent-side key, unique across tenants ("u<user id>-<name>"); "" for ephemeral
+    # ephemeral: nothing kept, only ``layers`` (``--base W`` without ``-w``)
+    mode: Literal["local", "persistent", "ephemeral"] = "local"
     snapshot_id: str | None = None  # committed head to start from (persistent); None = empty
     layers: list[LayerRef] = Field(default_factory=list)  # read-only bases, topmost first
     sync: bool = True  # persistent: sync to the object store (False = no_sync)
