@@ -59,6 +59,7 @@ class Settings(BaseModel):
 
     # --- storage (issue 4+)
     object_store: Literal["local", "s3"] = "local"
+    object_store_dir: Path | None = None  # local store root; default <data_dir>/objects
     s3_endpoint: str | None = None
     s3_bucket: str = "mags"
     s3_access_key: str | None = None
@@ -93,6 +94,10 @@ class Settings(BaseModel):
             return self.public_url.rstrip("/")
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
         return f"http://{host}:{self.port}"
+
+    @property
+    def local_store_root(self) -> Path:
+        return self.object_store_dir or self.data_dir / "objects"
 
     @property
     def run_dir(self) -> Path:

@@ -8,7 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from mags.agent.models import ExecRequest, SandboxRequest, StopRequest
+from mags.agent.models import ExecRequest, ResizeRequest, SandboxRequest, SandboxSettings, StopRequest
 from mags.agent.service import AgentService
 from mags.errors import MagsError
 
@@ -49,6 +49,32 @@ def create_agent_app(service: AgentService) -> FastAPI:
     @app.post("/v1/sandboxes/{sandbox_id}/stop")
     async def stop(sandbox_id: str, req: StopRequest | None = None) -> dict[str, object]:
         return (await service.stop(sandbox_id, req or StopRequest())).model_dump()
+
+    @app.post("/v1/sandboxes/{sandbox_id}/sync")
+    async def sync(sandbox_id: str) -> dict[str, object]:
+        return (await service.sync(sandbox_id)).model_dump()
+
+    @app.post("/v1/sandboxes/{sandbox_id}/wake")
+    async def wake(sandbox_id: str) -> dict[str, object]:
+        await service.wake(sandbox_id)
+        return service.get(sandbox_id).model_dump()
+
+    @app.post("/v1/sandboxes/{sandbox_id}/settings")
+    async def settings_(sandbox_id: str, req: SandboxSettings) -> dict[str, object]:
+        return (await service.update(sandbox_id, req)).model_dump()
+
+    @app.get("/v1/workspaces")
+    async def workspaces() -> dict[str, object]:
+        return {"workspaces": [w.model_dump() for w in service.workspaces.list()]}
+
+    @app.post("/v1/workspaces/{workspace_id}/resize")
+    async def resize(workspace_id: str, req: ResizeRequest) -> dict[str, object]:
+        return (await service.resize_workspace(workspace_id, req.disk_gb)).model_dump()
+
+    @app.delete("/v1/workspaces/{workspace_id}")
+    async def delete_workspace(workspace_id: str) -> dict[str, object]:
+        await service.delete_workspace(workspace_id)
+        return {}
 
     @app.get("/v1/events")
     async def events(after: int = 0) -> StreamingResponse:

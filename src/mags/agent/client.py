@@ -12,9 +12,13 @@ from mags.agent.models import (
     AgentHealth,
     ExecRequest,
     ExecResult,
+    ResizeRequest,
     SandboxInfo,
     SandboxRequest,
+    SandboxSettings,
     StopRequest,
+    SyncResult,
+    WorkspaceInfo,
 )
 from mags.errors import AgentError, MagsError
 
@@ -61,6 +65,27 @@ class HttpAgentClient:
 
     async def stop_sandbox(self, sandbox_id: str, req: StopRequest) -> SandboxInfo:
         return SandboxInfo.model_validate(await self._call("POST", f"/v1/sandboxes/{sandbox_id}/stop", req.model_dump()))
+
+    async def sync_sandbox(self, sandbox_id: str) -> SyncResult:
+        return SyncResult.model_validate(await self._call("POST", f"/v1/sandboxes/{sandbox_id}/sync"))
+
+    async def wake_sandbox(self, sandbox_id: str) -> SandboxInfo:
+        return SandboxInfo.model_validate(await self._call("POST", f"/v1/sandboxes/{sandbox_id}/wake"))
+
+    async def update_sandbox(self, sandbox_id: str, req: SandboxSettings) -> SandboxInfo:
+        data = await self._call("POST", f"/v1/sandboxes/{sandbox_id}/settings", req.model_dump())
+        return SandboxInfo.model_validate(data)
+
+    async def list_workspaces(self) -> list[WorkspaceInfo]:
+        data = await self._call("GET", "/v1/workspaces")
+        return [WorkspaceInfo.model_validate(w) for w in data["workspaces"]]
+
+    async def resize_workspace(self, workspace_id: str, req: ResizeRequest) -> WorkspaceInfo:
+        data = await self._call("POST", f"/v1/workspaces/{workspace_id}/resize", req.model_dump())
+        return WorkspaceInfo.model_validate(data)
+
+    async def delete_workspace(self, workspace_id: str) -> None:
+        await self._call("DELETE", f"/v1/workspaces/{workspace_id}")
 
     async def events(self, after: int = 0) -> AsyncIterator[AgentEvent]:
         """Stream events with seq > after until the connection drops (raises AgentError then)."""

@@ -59,6 +59,7 @@ async def start_local_agent(settings: Settings) -> LocalAgentHandle:
     """Start runtime + agent service + its HTTP API on ``settings.agent_socket``."""
     runtime = await start_runtime(settings)
     service = AgentService(settings, runtime)
+    await service.start()
     sock = settings.agent_socket
     sock.parent.mkdir(parents=True, exist_ok=True)
     if sock.exists():

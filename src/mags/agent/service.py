@@ -1,9 +1,11 @@
 """The host agent: runs jobs' scripts in sandboxes of this host and reports what happens.
 
-The agent owns the runtime and every sandbox on its host.  For each sandbox request it
-starts a sandbox, runs the script, turns output into timestamped log lines on the event
-log, and reports the exit (with a reason: timeout, out of memory, stopped...).  Ephemeral
-sandboxes are destroyed when their script ends; persistent ones stay until stopped.
+The agent owns the runtime, every sandbox on its host and the local copies of workspaces.
+For each sandbox request it prepares the workspace (restore, base layers, disk size), starts
+a sandbox, places uploaded files, runs the script and turns its output into timestamped log
+lines on the event log, then reports the exit with a reason (timeout, out of memory,
+stopped...).  Ephemeral and local-workspace sandboxes end with their script; persistent ones
+stay up, sync periodically, sleep when idle and wake on demand (agent/lifecycle.py).
 """
 
 from __future__ import annotations
@@ -19,20 +21,24 @@ from pathlib import Path
 
 from mags._version import __version__ as mags_version
 from mags.agent.events import EventLog
+from mags.agent.lifecycle import LifecycleMixin
 from mags.agent.models import (
     AgentHealth,
     ExecRequest,
     ExecResult,
     SandboxInfo,
     SandboxRequest,
+    SandboxSettings,
     SandboxState,
     StopRequest,
+    SyncResult,
 )
+from mags.agent.workspaces import WorkspaceManager
 from mags.config import Settings
-from mags.errors import NotFound, SandboxError, ValidationError
+from mags.errors import Conflict, MagsError, NotFound, SandboxError, ValidationError
 from mags.runtime.base import Limits, Sandbox, SandboxSpec
 from mags.runtime.namespaces import BaseRuntime
-from mags.runtime.protocol import Output
+from mags.runtime.protocol import ExitStatus, Output, ProcessHandle
 
 log = logging.getLogger(__name__)
 MAX_LINE = 64 * 1024
@@ -40,7 +46,7 @@ MAX_LINE = 64 * 1024
 
 @dataclass
 class Tracked:
-    """What the agent knows about one sandbox."""
+    """What the agent knows about one sandbox (a job's VM), across sleeps and wakes."""
 
     req: SandboxRequest
     state: SandboxState = "starting"
@@ -51,7 +57,33 @@ class Tracked:
     exit_code: int | None = None
     reason: str | None = None
     stop_reason: str | None = None
+    quiet_kill: bool = False  # the sandbox is going to sleep: the script's end is not an exit
     oom_baseline: int = 0
+    last_activity: float = field(default_factory=time.time)
+    no_sleep: bool = False
+    startup_command: str | None = None
+    synced_parent: str | None = None  # last snapshot of the workspace this sandbox reported
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # idle detection
+    cpu_seen: int = 0
+    cpu_at: float = 0.0
+    last_busy: float = field(default_factory=time.time)
+    cpu_at_sync: int = -1
+    activity_at_sync: float = 0.0
+
+    @property
+    def persistent(self) -> bool:
+        return self.req.persistent
+
+    @property
+    def workspace_key(self) -> str | None:
+        ws = self.req.workspace
+        return ws.workspace_id if ws is not None and ws.mode != "ephemeral" else None
+
+    @property
+    def syncs(self) -> bool:
+        ws = self.req.workspace
+        return ws is not None and ws.mode == "persistent" and ws.sync
 
     def info(self, runtime: str) -> SandboxInfo:
         return SandboxInfo(
@@ -64,6 +96,10 @@ class Tracked:
             created_at=self.created_at,
             exit_code=self.exit_code,
             reason=self.reason,
+            workspace_id=self.workspace_key,
+            no_sleep=self.no_sleep,
+            startup_command=self.startup_command,
+            last_activity=self.last_activity,
         )
 
 
@@ -112,7 +148,7 @@ class LineSplitter:
         return [line.decode(errors="replace")]
 
 
-class AgentService:
+class AgentService(LifecycleMixin):
     """The agent's behaviour, independent of how it is served (HTTP app in agent/app.py)."""
 
     def __init__(self, settings: Settings, runtime: BaseRuntime) -> None:
@@ -121,13 +157,20 @@ class AgentService:
         self.events = EventLog()
         self.agent_id = stable_agent_id(settings.data_dir)
         self.boot_id = uuid.uuid4().hex
+        self.workspaces = WorkspaceManager(settings)
         self._tracked: dict[str, Tracked] = {}
         self._closing = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.workspaces.start)
+        self.start_lifecycle()
 
     # ------------------------------------------------------------------ queries
     def health(self) -> AgentHealth:
         return AgentHealth(
-            agent_id=self.agent_id, boot_id=self.boot_id, runtime=self.runtime.name, sandboxes=len(self._tracked), version=mags_version
+            agent_id=self.agent_id, boot_id=self.boot_id, runtime=self.runtime.name,
+            sandboxes=len(self._tracked), version=mags_version,
         )
 
     def _get(self, sandbox_id: str) -> Tracked:
@@ -152,13 +195,29 @@ class AgentService:
             disk_gb=req.disk_gb or s.default_disk_gb,
         ).validate()
 
-    def _writable(self, req: SandboxRequest) -> Path | None:
-        if req.workspace is None:
-            return None
-        # Local workspace directory; object-store sync, disk limits and bases: storage layer.
-        d = self.settings.data_dir / "workspaces" / req.workspace.workspace_id
-        d.mkdir(parents=True, exist_ok=True)
-        return d
+    async def _boot(self, t: Tracked) -> Sandbox:
+        """Prepare the workspace and start a sandbox for ``t`` (first start or wake)."""
+        req = t.req
+        limits = self._limits(req)
+        writable, layers = None, []
+        ws = req.workspace
+        key = t.workspace_key
+        if ws is not None and key is None:  # ephemeral on top of base layers
+            layers = [await self.workspaces._layer(lr) for lr in ws.layers]
+        elif ws is not None and key is not None:
+            writable, layers = await self.workspaces.acquire(ws, limits.disk_gb, req.sandbox_id)
+        try:
+            spec = SandboxSpec(
+                sandbox_id=req.sandbox_id, image=req.image, limits=limits, writable=writable, layers=layers
+            )
+            sb = await self.runtime.create(spec)
+        except BaseException:
+            if key is not None:
+                await self.workspaces.release(key, req.sandbox_id)
+            raise
+        t.oom_baseline = (await sb.stats()).oom_kills
+        t.cpu_seen, t.cpu_at = 0, time.monotonic()
+        return sb
 
     async def create(self, req: SandboxRequest) -> SandboxInfo:
         if self._closing:
@@ -170,63 +229,77 @@ class AgentService:
             return existing.info(self.runtime.name)  # idempotent retry
         if not req.script.strip():
             raise ValidationError("script is empty")
-        t = Tracked(req=req)
+        if req.no_sleep and not req.persistent:
+            raise ValidationError("no_sleep needs a persistent sandbox")
+        t = Tracked(req=req, no_sleep=req.no_sleep, startup_command=req.startup_command)
+        if req.workspace is not None:
+            t.synced_parent = req.workspace.snapshot_id
         self._tracked[req.sandbox_id] = t
         try:
-            spec = SandboxSpec(
-                sandbox_id=req.sandbox_id, image=req.image, limits=self._limits(req), writable=self._writable(req)
-            )
-            sb = await self.runtime.create(spec)
-            t.sandbox = sb
-            t.oom_baseline = (await sb.stats()).oom_kills
-            for f in req.files:
-                data = Path(f.host_path).read_bytes()
-                await sb.put_file(f"/uploads/{f.name}", data, f.mode)
-                await sb.put_file(f"/root/{f.name}", data, f.mode)
-            proc = await sb.spawn_script(req.script, req.environment)
+            async with t.lock:
+                sb = await self._boot(t)
+                t.sandbox = sb
+                for f in req.files:
+                    data = Path(f.host_path).read_bytes()
+                    await sb.put_file(f"/uploads/{f.name}", data, f.mode)
+                    await sb.put_file(f"/root/{f.name}", data, f.mode)
+                proc = await sb.spawn_script(req.script, req.environment)
         except Exception as exc:
             self._tracked.pop(req.sandbox_id, None)
             if t.sandbox is not None:
                 await t.sandbox.destroy()
-            if isinstance(exc, (SandboxError, ValidationError)) or hasattr(exc, "status_code"):
+                if t.workspace_key:
+                    await self.workspaces.release(t.workspace_key, req.sandbox_id)
+            if isinstance(exc, MagsError):
                 raise
             raise SandboxError(f"cannot start sandbox: {exc}") from exc
         t.state = "running"
         t.script_running = True
+        t.last_activity = time.time()
         self.events.emit("started", req.sandbox_id, req.job_id, ip=sb.ip, state="running")
         t.script_task = asyncio.get_running_loop().create_task(self._run_script(t, proc))
         return t.info(self.runtime.name)
 
-    async def _run_script(self, t: Tracked, proc: object) -> None:
-        from mags.runtime.protocol import ExitStatus, ProcessHandle
-
-        assert isinstance(proc, ProcessHandle) and t.sandbox is not None
-        req = t.req
-        sid, jid = req.sandbox_id, req.job_id
-        started = time.monotonic()
+    def _pump_output(self, t: Tracked, limit: int | None = None):  # noqa: ANN202 - small closure factory
+        """A line emitter for a process's output: log events, capped per job."""
+        sid, jid = t.req.sandbox_id, t.req.job_id
+        state = {"lines": 0, "truncated": False}
+        cap = self.settings.max_log_lines if limit is None else limit
         splitters = {"stdout": LineSplitter(), "stderr": LineSplitter()}
-        lines = 0
-        cap = self.settings.max_log_lines
-        truncated = False
 
-        def emit_lines(stream: str, texts: list[str]) -> None:
-            nonlocal lines, truncated
+        def emit(stream: str, texts: list[str]) -> None:
             for text in texts:
-                if lines >= cap:
-                    if not truncated:
-                        truncated = True
+                if state["lines"] >= cap:
+                    if not state["truncated"]:
+                        state["truncated"] = True
                         self.events.emit("log", sid, jid, source="system", message=f"output truncated after {cap} lines")
                     return
-                lines += 1
+                state["lines"] += 1
                 self.events.emit("log", sid, jid, source=stream, message=text)
 
-        timeout = req.timeout_s if req.timeout_s is not None else float(self.settings.max_job_seconds)
+        def feed(ev: Output) -> None:
+            emit(ev.stream, splitters[ev.stream].feed(ev.data))
+
+        def flush(errors: list[str]) -> None:
+            for stream, sp in splitters.items():
+                emit(stream, sp.flush())
+            for err in errors:
+                emit("stderr", [err])
+
+        return feed, flush
+
+    async def _run_script(self, t: Tracked, proc: ProcessHandle) -> None:
+        assert t.sandbox is not None
+        req = t.req
+        started = time.monotonic()
+        feed, flush = self._pump_output(t)
+        timeout = req.timeout_s if req.timeout_s is not None else 0.0
         timed_out = False
 
         async def pump() -> ExitStatus:
             async for ev in proc.events():
                 if isinstance(ev, Output):
-                    emit_lines(ev.stream, splitters[ev.stream].feed(ev.data))
+                    feed(ev)
                 else:
                     return ev
             return ExitStatus(137, 9)
@@ -242,42 +315,45 @@ class AgentService:
             status = await proc.wait()
         except asyncio.CancelledError:
             status = ExitStatus(137, 9)
-        for stream, sp in splitters.items():
-            emit_lines(stream, sp.flush())
-        for err in proc.errors:
-            emit_lines("stderr", [err])
+        flush(proc.errors)
+        t.script_running = False
+        if t.quiet_kill:
+            return  # the sandbox went to sleep with its script: not an exit of the script
+        sb = t.sandbox
         reason = None
         if timed_out:
             reason = f"timed out after {timeout:g} s"
         elif t.stop_reason:
             reason = t.stop_reason
-        else:
+        elif sb is not None:
             try:
-                stats = await t.sandbox.stats()
+                stats = await sb.stats()
                 if stats.oom_kills > t.oom_baseline:
-                    reason = f"out of memory (limit {t.sandbox.spec.limits.memory_mb} MB): killed by the OOM killer"
+                    reason = f"out of memory (limit {sb.spec.limits.memory_mb} MB): killed by the OOM killer"
             except Exception:  # noqa: BLE001 - stats are best effort once a sandbox is dying
                 pass
-            if reason is None and t.sandbox.conn.closed.is_set():
+            if reason is None and sb.conn.closed.is_set():
                 reason = "sandbox exited unexpectedly"
-        t.script_running = False
         t.exit_code = status.exit_code
         t.reason = reason
         duration = int((time.monotonic() - started) * 1000)
-        self.events.emit("exit", sid, jid, exit_code=status.exit_code, duration_ms=duration, reason=reason)
-        if not req.persistent or t.sandbox.conn.closed.is_set() or t.stop_reason:
-            await self._destroy(t, t.stop_reason or reason or "script finished")
+        self.events.emit("exit", req.sandbox_id, req.job_id, exit_code=status.exit_code, duration_ms=duration,
+                         reason=reason)
+        dead = sb is None or sb.conn.closed.is_set()
+        if not req.persistent or dead or t.stop_reason:
+            await self._end(t, t.stop_reason or reason or "script finished", sync=req.persistent and not dead)
 
-    # ------------------------------------------------------------------ exec / stop
+    # ------------------------------------------------------------------ exec / settings
     async def exec(self, sandbox_id: str, req: ExecRequest) -> ExecResult:
         t = self._get(sandbox_id)
-        if t.sandbox is None or t.state not in ("running",):
-            raise SandboxError(f"sandbox {sandbox_id} is {t.state}, not running", status_code=409)
         if not req.command.strip():
             raise ValidationError("command is empty")
         if not 0 < req.timeout <= 86400:
             raise ValidationError("timeout must be between 0 and 86400 seconds")
-        res = await t.sandbox.exec(req.command, req.environment, req.cwd, timeout=req.timeout)
+        sb = await self.ensure_awake(t, "woken by exec")
+        t.last_activity = time.time()
+        res = await sb.exec(req.command, req.environment, req.cwd, timeout=req.timeout)
+        t.last_activity = time.time()
         stderr = res.stderr.decode(errors="replace")
         if res.timed_out:
             stderr += f"\ncommand timed out after {req.timeout:g} s and was killed\n"
@@ -288,42 +364,87 @@ class AgentService:
             timed_out=res.timed_out,
         )
 
+    async def update(self, sandbox_id: str, req: SandboxSettings) -> SandboxInfo:
+        t = self._get(sandbox_id)
+        if req.no_sleep is not None:
+            if req.no_sleep and not t.persistent:
+                raise ValidationError("no_sleep needs a persistent sandbox")
+            t.no_sleep = req.no_sleep
+            t.last_busy = time.time()  # a switch back to sleeping starts a fresh idle period
+        if req.clear_startup_command:
+            t.startup_command = None
+        elif req.startup_command is not None:
+            t.startup_command = req.startup_command
+        return t.info(self.runtime.name)
+
+    async def sync(self, sandbox_id: str) -> SyncResult:
+        t = self._get(sandbox_id)
+        if not t.syncs or t.workspace_key is None:
+            raise Conflict(f"sandbox {sandbox_id} has no persistent workspace to sync")
+        if t.state in ("stopping", "stopped"):
+            raise Conflict(f"sandbox {sandbox_id} is {t.state}")
+        return await self.sync_workspace(t, "request")
+
+    # ------------------------------------------------------------------ stop
     async def stop(self, sandbox_id: str, req: StopRequest) -> SandboxInfo:
         t = self._get(sandbox_id)
         if t.state in ("stopping", "stopped"):
             return t.info(self.runtime.name)
         t.stop_reason = req.reason
-        if t.script_running and t.script_task is not None:
-            # kill the script; _run_script reports the exit and destroys the sandbox
-            if t.sandbox is not None:
-                try:
-                    await t.sandbox.kill_all()
-                except SandboxError:
-                    pass
+        if t.script_running and t.script_task is not None and t.sandbox is not None:
+            # kill the script; _run_script reports the exit and ends the sandbox
+            try:
+                await t.sandbox.kill_all()
+            except SandboxError:
+                pass
             try:
                 await asyncio.wait_for(asyncio.shield(t.script_task), 10)
             except TimeoutError:
                 t.script_task.cancel()
-        await self._destroy(t, req.reason)
+        await self._end(t, req.reason, sync=req.sync)
         return t.info(self.runtime.name)
 
-    async def _destroy(self, t: Tracked, reason: str) -> None:
-        if t.state in ("stopping", "stopped"):
-            return
-        t.state = "stopping"
-        try:
-            if t.sandbox is not None:
-                await t.sandbox.destroy()
-        finally:
-            t.state = "stopped"
-            t.reason = t.reason or reason
-            self.events.emit("state", t.req.sandbox_id, t.req.job_id, state="stopped", reason=reason)
-            # forget it after a while so late queries still get an answer
-            asyncio.get_running_loop().call_later(300, self._tracked.pop, t.req.sandbox_id, None)
+    async def _end(self, t: Tracked, reason: str, sync: bool) -> None:
+        """Stop the sandbox for good: destroy it, sync its workspace, release it."""
+        async with t.lock:
+            if t.state in ("stopping", "stopped"):
+                return
+            was_sleeping = t.state == "sleeping"
+            t.state = "stopping"
+            try:
+                if t.sandbox is not None:
+                    await t.sandbox.destroy()
+                    t.sandbox = None
+                if sync and t.syncs and not was_sleeping:
+                    try:
+                        await self._sync_locked(t, "stop")
+                    except MagsError as exc:
+                        log.error("sandbox %s: final sync failed: %s", t.req.sandbox_id, exc)
+                        self.events.emit("log", t.req.sandbox_id, t.req.job_id, source="system",
+                                         message=f"final workspace sync failed: {exc}")
+                if t.workspace_key is not None:
+                    await self.workspaces.release(t.workspace_key, t.req.sandbox_id)
+            finally:
+                t.state = "stopped"
+                t.reason = t.reason or reason
+                self.events.emit("state", t.req.sandbox_id, t.req.job_id, state="stopped", reason=reason)
+                # forget it after a while so late queries still get an answer
+                asyncio.get_running_loop().call_later(300, self._tracked.pop, t.req.sandbox_id, None)
 
     async def close(self, reason: str = "agent shutting down") -> None:
         self._closing = True
+        self.stop_lifecycle()
         await asyncio.gather(
             *(self.stop(sid, StopRequest(reason=reason, sync=True)) for sid in list(self._tracked)),
             return_exceptions=True,
         )
+        await asyncio.to_thread(self.workspaces.close)
+
+    # ------------------------------------------------------------------ workspaces admin
+    async def resize_workspace(self, key: str, disk_gb: int):  # noqa: ANN201 - WorkspaceInfo
+        if not 1 <= disk_gb <= self.settings.max_disk_gb:
+            raise ValidationError(f"disk_gb must be between 1 and {self.settings.max_disk_gb}")
+        return await self.workspaces.resize(key, disk_gb)
+
+    async def delete_workspace(self, key: str) -> None:
+        await self.workspaces.delete(key)

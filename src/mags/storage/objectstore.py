@@ -98,7 +98,7 @@ def create_object_store(settings: Settings) -> ObjectStore:
     if settings.object_store == "local":
         from mags.storage.local import LocalObjectStore
 
-        return LocalObjectStore(settings.data_dir / "objects")
+        return LocalObjectStore(settings.local_store_root)
     if settings.object_store == "s3":
         if not settings.s3_endpoint:
             raise ConfigError("object_store = 's3' needs s3_endpoint")

@@ -1,0 +1,295 @@
+"""Local copies of workspaces on an agent's host: size-limited disks, restore, sync, base layers.
+
+A workspace's writable layer lives on its own sparse ext4 disk under
+``<data_dir>/workspaces/<key>/`` (``disk.img``, mounted on ``mnt/`` while a sandbox uses it,
+``meta.json`` with what the local copy corresponds to).  Persistent workspaces are synced to
+the object store by the syncer subprocess (``python -m mags.storage.syncer``) under prefix
+``ws/<key>/``; the control plane commits each snapshot with a compare-and-swap.
+
+Local copy validity: ``synced_snapshot_id`` is the snapshot the local copy was restored from
+or last synced to.  A run that starts from head H reuses the local copy when it is H (plus,
+possibly, changes not yet synced: never thrown away); otherwise the head moved on another
+host, and the local copy is replaced by a restore of H.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mags.agent.models import LayerRef, SyncResult, WorkspaceInfo, WorkspaceRef
+from mags.config import Settings
+from mags.errors import Conflict, NotFound, StorageError, ValidationError
+from mags.runtime.disk import GB, Disk, is_mounted
+from mags.storage.sync.restore import cleanup_leftovers
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkspaceMeta:
+    key: str
+    mode: str = "local"
+    synced_snapshot_id: str | None = None
+    last_used: float = field(default_factory=time.time)
+    layers: list[dict[str, str]] = field(default_factory=list)
+
+
+def store_prefix(key: str) -> str:
+    return f"ws/{key}/"
+
+
+class SyncerError(StorageError):
+    pass
+
+
+class WorkspaceManager:
+    """Owns every local workspace copy and base layer of this agent."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.root = settings.data_dir / "workspaces"
+        self.layers_root = settings.data_dir / "layers"
+        self.cache_dir = settings.data_dir / "cache" / "sync"
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._in_use: dict[str, str] = {}  # key -> sandbox id
+        self._layer_locks: dict[str, asyncio.Lock] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """After a restart no sandbox uses any disk: unmount what a crash left mounted."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.layers_root.mkdir(parents=True, exist_ok=True)
+        for d in self.root.iterdir():
+            if d.is_dir():
+                Disk(d).umount()
+        for d in self.layers_root.glob("*/*"):
+            if d.is_dir() and not (d / ".complete").exists():
+                shutil.rmtree(d, ignore_errors=True)
+
+    def close(self) -> None:
+        for d in self.root.iterdir() if self.root.exists() else []:
+            if d.is_dir() and d.name not in self._in_use:
+                Disk(d).umount()
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def check_key(key: str) -> str:
+        if not key or "/" in key or key.startswith(".") or len(key) > 200:
+            raise ValidationError(f"bad workspace id {key!r}")
+        return key
+
+    def _dir(self, key: str) -> Path:
+        return self.root / self.check_key(key)
+
+    def _lock(self, key: str) -> asyncio.Lock:
+        return self._locks.setdefault(key, asyncio.Lock())
+
+    def _meta(self, key: str) -> WorkspaceMeta | None:
+        try:
+            raw = json.loads((self._dir(key) / "meta.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return WorkspaceMeta(**{k: v for k, v in raw.items() if k in WorkspaceMeta.__dataclass_fields__})
+
+    def _save_meta(self, meta: WorkspaceMeta) -> None:
+        d = self._dir(meta.key)
+        tmp = d / "meta.json.tmp"
+        tmp.write_text(json.dumps(asdict(meta)))
+        os.replace(tmp, d / "meta.json")
+
+    def disk(self, key: str) -> Disk:
+        return Disk(self._dir(key))
+
+    def in_use_by(self, key: str) -> str | None:
+        return self._in_use.get(key)
+
+    # ------------------------------------------------------------------ syncer
+    def _store_args(self, key: str) -> list[str]:
+        s = self.settings
+        # one repository (prefix) and one host cache per workspace: a cache shared across
+        # prefixes could make a snapshot reference another workspace's packs
+        args = ["--prefix", store_prefix(key), "--cache", str(self.cache_dir / key)]
+        if s.object_store == "s3":
+            args = ["--store", "s3", "--s3-endpoint", s.s3_endpoint or "", "--s3-bucket", s.s3_bucket,
+                    "--s3-region", s.s3_region, *args]
+        else:
+            args = ["--store", "local", "--local-root", str(s.local_store_root), *args]
+        return args
+
+    async def _syncer(self, key: str, *op: str) -> dict[str, Any]:
+        env = dict(os.environ)
+        if self.settings.s3_access_key:
+            env["MAGS_S3_ACCESS_KEY"] = self.settings.s3_access_key
+        if self.settings.s3_secret_key:
+            env["MAGS_S3_SECRET_KEY"] = self.settings.s3_secret_key
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "mags.storage.syncer", *self._store_args(key), *op,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+        )
+        out, err = await proc.communicate()
+        lines = [ln for ln in out.decode(errors="replace").splitlines() if ln.startswith("{")]
+        try:
+            result = json.loads(lines[-1]) if lines else {}
+        except ValueError:
+            result = {}
+        if proc.returncode != 0 or not result.get("ok"):
+            msg = result.get("error") or err.decode(errors="replace").strip()[-500:] or f"exit {proc.returncode}"
+            raise SyncerError(f"workspace sync failed: {msg}")
+        return result
+
+    # ------------------------------------------------------------------ acquire / release
+    async def acquire(self, ref: WorkspaceRef, disk_gb: int, sandbox_id: str) -> tuple[Path, list[Path]]:
+        """Prepare the workspace for a sandbox: (writable dir with upper/work, base layer dirs)."""
+        key = self.check_key(ref.workspace_id)
+        async with self._lock(key):
+            holder = self._in_use.get(key)
+            if holder is not None and holder != sandbox_id:
+                raise Conflict(f"workspace is in use by sandbox {holder}")
+            layer_dirs = [await self._layer(layer) for layer in ref.layers]
+            disk = self.disk(key)
+            meta = self._meta(key)
+            fresh = meta is None or not disk.exists()
+            wanted = ref.snapshot_id if ref.mode == "persistent" else None
+            if not fresh and ref.mode == "persistent" and wanted is not None:
+                assert meta is not None
+                if meta.synced_snapshot_id != wanted:
+                    # the head moved on (another host) or this copy is of something else
+                    log.info("workspace %s: local copy is %s, head is %s: restoring", key,
+                             meta.synced_snapshot_id, wanted)
+                    await asyncio.to_thread(disk.destroy)
+                    fresh = True
+            if fresh:
+                await asyncio.to_thread(disk.create, disk_gb)
+                meta = WorkspaceMeta(key=key, mode=ref.mode)
+            assert meta is not None
+            if disk.size_bytes != disk_gb * GB:
+                await asyncio.to_thread(disk.resize, disk_gb)
+            await asyncio.to_thread(disk.mount)
+            await asyncio.to_thread(cleanup_leftovers, disk.mnt)  # temp dirs of killed restores
+            if fresh and wanted is not None:
+                try:
+                    await self._syncer(key, "restore", "--snapshot", wanted,
+                                       "--dest", str(disk.upper), "--replace")
+                except Exception:
+                    await asyncio.to_thread(disk.destroy)
+                    raise
+                meta.synced_snapshot_id = wanted
+            meta.mode = ref.mode
+            meta.last_used = time.time()
+            meta.layers = [lr.model_dump() for lr in ref.layers]
+            self._save_meta(meta)
+            self._in_use[key] = sandbox_id
+            return disk.mnt, layer_dirs
+
+    async def release(self, key: str, sandbox_id: str) -> None:
+        async with self._lock(key):
+            if self._in_use.get(key) != sandbox_id:
+                return
+            del self._in_use[key]
+            meta = self._meta(key)
+            if meta is not None:
+                meta.last_used = time.time()
+                self._save_meta(meta)
+            await asyncio.to_thread(self.disk(key).umount)
+
+    async def _layer(self, layer: LayerRef) -> Path:
+        """A base snapshot restored read-only, shared by every fork on this host."""
+        self.check_key(layer.workspace_id)
+        d = self.layers_root / layer.workspace_id / layer.snapshot_id
+        lock = self._layer_locks.setdefault(str(d), asyncio.Lock())
+        async with lock:
+            if (d / ".complete").exists():
+                return d / "upper"
+            d.mkdir(parents=True, exist_ok=True)
+            await self._syncer(layer.workspace_id, "restore", "--snapshot", layer.snapshot_id,
+                               "--dest", str(d / "upper"), "--replace")
+            (d / ".complete").write_text(str(time.time()))
+            return d / "upper"
+
+    # ------------------------------------------------------------------ sync
+    async def sync(self, key: str, parent: str | None) -> SyncResult:
+        """Snapshot the workspace's upper dir (commit is the control plane's CAS)."""
+        key = self.check_key(key)
+        disk = self.disk(key)
+        started = time.monotonic()
+        mounted_here = False
+        async with self._lock(key):
+            if not is_mounted(disk.mnt):
+                await asyncio.to_thread(disk.mount)
+                mounted_here = True
+            try:
+                args = ["snapshot", "--upper", str(disk.upper)]
+                if parent:
+                    args += ["--parent", parent]
+                res = await self._syncer(key, *args)
+            finally:
+                if mounted_here:
+                    await asyncio.to_thread(disk.umount)
+            snap = res.get("snapshot_id")
+            changed = bool(res.get("changed"))
+            meta = self._meta(key) or WorkspaceMeta(key=key, mode="persistent")
+            if snap:
+                meta.synced_snapshot_id = snap
+                self._save_meta(meta)
+            return SyncResult(
+                workspace_id=key, snapshot_id=snap, parent_snapshot_id=parent, changed=changed,
+                bytes_uploaded=int(res.get("bytes_uploaded", 0)), files=int(res.get("files", 0)),
+                seconds=round(time.monotonic() - started, 3),
+            )
+
+    # ------------------------------------------------------------------ admin
+    def info(self, key: str) -> WorkspaceInfo:
+        meta = self._meta(key)
+        disk = self.disk(key)
+        if meta is None or not disk.exists():
+            raise NotFound(f"no local copy of workspace {key} on this agent")
+        used = disk.used_bytes() if is_mounted(disk.mnt) else os.stat(disk.image).st_blocks * 512
+        return WorkspaceInfo(
+            workspace_id=key, mode=meta.mode if meta.mode in ("local", "persistent") else "local",  # type: ignore[arg-type]
+            disk_gb=disk.size_bytes // GB, used_bytes=used, in_use=key in self._in_use,
+            synced_snapshot_id=meta.synced_snapshot_id, last_used=meta.last_used,
+        )
+
+    def list(self) -> list[WorkspaceInfo]:
+        out = []
+        for d in sorted(self.root.iterdir()) if self.root.exists() else []:
+            if d.is_dir():
+                try:
+                    out.append(self.info(d.name))
+                except NotFound:
+                    continue
+        return out
+
+    async def resize(self, key: str, disk_gb: int) -> WorkspaceInfo:
+        key = self.check_key(key)
+        async with self._lock(key):
+            if key in self._in_use:
+                raise Conflict(f"workspace {key} is in use by sandbox {self._in_use[key]}: stop it first")
+            disk = self.disk(key)
+            if not disk.exists():
+                raise NotFound(f"no local copy of workspace {key} on this agent")
+            await asyncio.to_thread(disk.resize, disk_gb)
+        return self.info(key)
+
+    async def delete(self, key: str) -> None:
+        key = self.check_key(key)
+        async with self._lock(key):
+            if key in self._in_use:
+                raise Conflict(f"workspace {key} is in use by sandbox {self._in_use[key]}: stop it first")
+            d = self._dir(key)
+            if not d.exists():
+                raise NotFound(f"no local copy of workspace {key} on this agent")
+            await asyncio.to_thread(Disk(d).destroy)
+            for extra in (self.layers_root / key, self.cache_dir / key):
+                if extra.exists():
+                    await asyncio.to_thread(shutil.rmtree, extra, True)
