@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from mags.agent.models import ExecRequest, ResizeRequest, SandboxRequest, SandboxSettings, StopRequest
+from mags.agent import attach as attach_mod
 from mags.agent.service import AgentService
 from mags.errors import MagsError
 
@@ -62,6 +63,14 @@ def create_agent_app(service: AgentService) -> FastAPI:
     @app.post("/v1/sandboxes/{sandbox_id}/settings")
     async def settings_(sandbox_id: str, req: SandboxSettings) -> dict[str, object]:
         return (await service.update(sandbox_id, req)).model_dump()
+
+    @app.websocket("/v1/sandboxes/{sandbox_id}/attach")
+    async def attach(ws: WebSocket, sandbox_id: str) -> None:
+        await attach_mod.attach(service, sandbox_id, ws)
+
+    @app.websocket("/v1/sandboxes/{sandbox_id}/connect")
+    async def connect(ws: WebSocket, sandbox_id: str, port: int) -> None:
+        await attach_mod.connect(service, sandbox_id, port, ws)
 
     @app.get("/v1/workspaces")
     async def workspaces() -> dict[str, object]:
