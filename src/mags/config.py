@@ -48,6 +48,7 @@ class Settings(BaseModel):
     default_cpus: float = 1.0
     default_disk_gb: int = 2
     max_disk_gb: int = 100
+    scratch_disk_gb: int = 20  # shared by the ephemeral sandboxes of an agent (capped at half the free space)
     max_job_seconds: int = 3600  # wall-clock limit for a script (ephemeral and local runs)
     network_cidr: str = "10.213.0.0/16"
     extra_ca_dir: Path = Path("/usr/local/share/ca-certificates")

@@ -16,6 +16,7 @@ from mags.errors import RuntimeUnavailable, SandboxError
 from mags.runtime import native
 from mags.runtime.base import Limits
 from mags.runtime.cgroups import Cgroup, CgroupDriver
+from mags.runtime.disk import GB, Disk
 from mags.runtime.hostslot import MAX_SLOTS, HostSlot, claim_host_slot, try_hold
 from mags.runtime.image import Image, resolve_image
 from mags.runtime.network import NetSlot, NetworkManager
@@ -48,6 +49,7 @@ class HostEnv:
         self.cgroups: CgroupDriver | None = None
         self.network: NetworkManager | None = None
         self.binary: Path | None = None
+        self.scratch: Disk | None = None
         self._counter = 0
 
     @property
@@ -74,6 +76,7 @@ class HostEnv:
             if self.sandboxes_dir.exists():
                 shutil.rmtree(self.sandboxes_dir, ignore_errors=True)
             self.sandboxes_dir.mkdir(parents=True, exist_ok=True)
+            self._make_scratch()
             self.network = NetworkManager(self.slot.index, self.settings.network_cidr)
             self.network.start()
             self._clean_dead_slots()
@@ -81,6 +84,20 @@ class HostEnv:
             self.slot.release()
             self.slot = None
             raise
+
+    def _make_scratch(self) -> None:
+        """One size-limited filesystem for every ephemeral writable layer of this agent.
+
+        Ephemeral sandboxes (no workspace) write there, so none of them can fill the host's
+        disk; workspaces have disks of their own (agent/workspaces.py).
+        """
+        d = self.settings.run_dir / "scratch"
+        self.scratch = Disk(d)
+        self.scratch.destroy()
+        free_gb = shutil.disk_usage(self.settings.run_dir).free // GB
+        size = max(1, min(self.settings.scratch_disk_gb, free_gb // 2))
+        self.scratch.create(size, journal=False)
+        self.scratch.mount()
 
     def _clean_dead_slots(self) -> None:
         """Remove what crashed agents of *other* slots left behind (their lock is free)."""
@@ -114,6 +131,9 @@ class HostEnv:
             self.cgroups.cleanup_leftovers()
             self.cgroups.remove_agent_dirs()
         self.cleanup_mounts()
+        if self.scratch is not None:
+            self.scratch.destroy()
+            self.scratch = None
         if self.slot is not None:
             shutil.rmtree(self.sandboxes_dir, ignore_errors=True)
             self.slot.release()
@@ -146,7 +166,9 @@ class HostEnv:
             cg = self.cgroups.create(name, limits)
             (d / "root").mkdir(parents=True)
             if writable is None:
-                upper, work, ephemeral = d / "upper", d / "work", True
+                assert self.scratch is not None
+                layer = self.scratch.mnt / name
+                upper, work, ephemeral = layer / "upper", layer / "work", True
             else:
                 upper, work, ephemeral = writable / "upper", writable / "work", False
             upper.mkdir(parents=True, exist_ok=True)
@@ -172,6 +194,8 @@ class HostEnv:
             log.error("sandbox %s: %s", res.name, exc)
         self.network.release(res.net)
         await asyncio.to_thread(shutil.rmtree, res.dir, True)
+        if res.ephemeral_upper:
+            await asyncio.to_thread(shutil.rmtree, res.upper.parent, True)
 
 
 def read_tail(path: Path, limit: int = 2000) -> str:
