@@ -49,7 +49,7 @@ RECIPES: dict[str, Recipe] = {
         base=("ca-certificates", "python3"),
         packages=(
             "python3-pip", "python3-venv", "nodejs", "npm", "curl", "wget", "git", "vim", "nano",
-            "procps", "iproute2", "iputils-ping", "less", "bash", "openssh-client", "xz-utils",
+            "procps", "iproute2", "iputils-ping", "less", "bash", "openssh-client", "openssh-sftp-server", "xz-utils",
             "unzip", "file", "sqlite3",
         ),
         env={
