@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import time
@@ -13,7 +14,10 @@ import pytest
 from mags import Mags, MagsError
 from tests.integration.server_fixture import ServerProc, free_port
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (sandboxes)")
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (sandboxes)"),
+    pytest.mark.skipif(importlib.util.find_spec("mags.core.files") is None, reason="control-plane side not built yet"),
+]
 IDLE_S = 4
 
 

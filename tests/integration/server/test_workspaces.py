@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -14,7 +15,10 @@ import pytest
 from mags import Mags, MagsError
 from tests.integration.server_fixture import ServerProc, free_port
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (sandboxes)")
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (sandboxes)"),
+    pytest.mark.skipif(importlib.util.find_spec("mags.core.workspaces") is None, reason="control-plane side not built yet"),
+]
 
 
 @pytest.fixture(scope="module")
