@@ -6,6 +6,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import FastAPI
 
+from mags.api.access import AccessProvider, access_router
 from mags.api.auth import make_auth
 from mags.api.errors import install_error_handlers
 from mags.api.health import health_router
@@ -34,6 +35,7 @@ def create_app(
     notifier: JobNotifier,
     *,
     tokens: TokenStore | None = None,
+    access_providers: dict[str, AccessProvider] | None = None,
 ) -> FastAPI:
     """The REST API (``/api/v1``) over ``db``; jobs are submitted and stopped via ``controller``."""
     tokens = tokens or TokenStore(db, controller.clock)
@@ -51,6 +53,10 @@ def create_app(
     app.include_router(health_router(ver), prefix=API_PREFIX)
     app.include_router(tokens_router(tokens, auth), prefix=API_PREFIX)
     app.include_router(jobs_router(settings, controller, notifier, auth), prefix=API_PREFIX)
+    # filled by the SSH gateway ("ssh") and the edge proxy ("url") when they are enabled
+    providers: dict[str, AccessProvider] = access_providers if access_providers is not None else {}
+    app.include_router(access_router(controller.jobs, auth, providers), prefix=API_PREFIX)
+    app.state.access_providers = providers
     app.state.settings = settings
     app.state.tokens = tokens
     return app
