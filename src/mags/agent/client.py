@@ -28,6 +28,8 @@ class HttpAgentClient:
 
     def __init__(self, agent_id: str, base_url: str = "http://agent", uds: str | None = None) -> None:
         self.agent_id = agent_id
+        self.base_url = base_url
+        self.uds = uds
         transport = httpx.AsyncHTTPTransport(uds=uds) if uds else None
         self._http = httpx.AsyncClient(
             base_url=base_url, transport=transport, timeout=httpx.Timeout(30.0, read=None)
@@ -86,6 +88,29 @@ class HttpAgentClient:
 
     async def delete_workspace(self, workspace_id: str) -> None:
         await self._call("DELETE", f"/v1/workspaces/{workspace_id}")
+
+    async def open_websocket(self, path: str) -> Any:
+        """A WebSocket to the agent (``attach`` / ``connect``, see agent/attach.py).
+
+        Returns a ``websockets`` client connection (use ``async with``); the caller closes it.
+        """
+        from websockets.asyncio.client import connect, unix_connect
+
+        ws_url = self.base_url.replace("http://", "ws://").replace("https://", "wss://").rstrip("/") + path
+        try:
+            if self.uds:
+                return await unix_connect(self.uds, ws_url, max_size=None, ping_interval=None)
+            return await connect(ws_url, max_size=None, ping_interval=None)
+        except OSError as exc:
+            raise AgentError(f"agent {self.agent_id} unreachable: {exc}") from exc
+
+    async def open_attach(self, sandbox_id: str) -> Any:
+        """Interactive process in a sandbox: send the JSON start message first (agent/attach.py)."""
+        return await self.open_websocket(f"/v1/sandboxes/{sandbox_id}/attach")
+
+    async def open_connect(self, sandbox_id: str, port: int) -> Any:
+        """A TCP stream to ``port`` inside the sandbox, as binary WebSocket messages."""
+        return await self.open_websocket(f"/v1/sandboxes/{sandbox_id}/connect?port={int(port)}")
 
     async def events(self, after: int = 0) -> AsyncIterator[AgentEvent]:
         """Stream events with seq > after until the connection drops (raises AgentError then)."""
