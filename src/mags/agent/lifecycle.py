@@ -141,8 +141,10 @@ class LifecycleMixin:
             return t.sandbox
 
     async def wake(self: AgentService, sandbox_id: str, reason: str = "woken by request") -> None:
+        """Wake the sandbox if it sleeps; either way, count this as activity (proxy traffic)."""
         t = self._get(sandbox_id)
         await self.ensure_awake(t, reason)
+        t.last_activity = time.time()
 
     async def _wake_locked(self: AgentService, t: Tracked, reason: str) -> None:
         t.state = "starting"
