@@ -57,6 +57,7 @@ class Settings(BaseModel):
     # --- jobs
     max_script_bytes: int = 1024 * 1024
     max_log_lines: int = 20000
+    cron_grace_s: int = 300  # a cron tick noticed this late (server down) still runs, once
 
     # --- storage (issue 4+)
     object_store: Literal["local", "s3"] = "local"
@@ -71,7 +72,9 @@ class Settings(BaseModel):
     idle_timeout_s: int = 600
     file_retention_s: int = 86400
 
-    @field_validator("pool_size", "default_memory_mb", "default_pids", "default_disk_gb", "max_job_seconds")
+    @field_validator(
+        "pool_size", "default_memory_mb", "default_pids", "default_disk_gb", "max_job_seconds", "cron_grace_s"
+    )
     @classmethod
     def _non_negative(cls, v: int) -> int:
         if v < 0:

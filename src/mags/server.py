@@ -33,6 +33,7 @@ from mags.errors import ConfigError
 from mags.scheduler.applier import StateApplier
 from mags.scheduler.changes import SHUTDOWN_REASON
 from mags.scheduler.control import JobController
+from mags.scheduler.cron import CronScheduler
 from mags.scheduler.dispatcher import Dispatcher
 from mags.scheduler.ingest import EventIngest
 from mags.scheduler.reconcile import (
@@ -67,6 +68,7 @@ class ControlPlane:
     app: FastAPI
     housekeeper: Housekeeper
     ingests: list[EventIngest] = field(default_factory=list)
+    cron: CronScheduler | None = None
     _stopping: bool = False
     _closed: bool = False
 
@@ -79,6 +81,8 @@ class ControlPlane:
             ingest.start()
         self.dispatcher.start()
         self.housekeeper.start()
+        if self.cron is not None:
+            self.cron.start()
 
     async def begin_shutdown(self, reason: str = SHUTDOWN_REASON) -> None:
         """Stop dispatching and record why running sandboxes are about to stop."""
@@ -86,6 +90,8 @@ class ControlPlane:
             return
         self._stopping = True
         self.notifier.close()
+        if self.cron is not None:
+            await self.cron.stop()  # before the dispatcher: a claimed run is submitted first
         await self.housekeeper.stop()
         await self.dispatcher.stop()
         await self.applier.drain()
@@ -126,16 +132,18 @@ async def build_control_plane(
     start: bool = True,
     sweep_interval: float = 2.0,
     agent_urls: Mapping[str, str] | None = None,
+    clock: Clock | None = None,
 ) -> ControlPlane:
     """Create and (by default) start a control plane on ``settings.db_url`` with ``agents``.
 
     ``agent_urls`` says where each agent listens (agent id -> url); an agent found in the
     database under another id at one of these urls is treated as restarted (its jobs end).
+    ``clock`` replaces the wall clock (tests drive cron schedules with it).
     """
     db = db or create_database(settings.db_url)
     if migrate:
         await run_migrations(db)
-    clock = Clock()
+    clock = clock if clock is not None else Clock()
     notifier = JobNotifier()
     jobs = JobStore(db, clock)
     tokens = TokenStore(db, clock)
@@ -158,6 +166,7 @@ async def build_control_plane(
         app=app,
         housekeeper=Housekeeper(db, registry, applier, clock),
         ingests=[EventIngest(a, applier) for a in agents],
+        cron=CronScheduler(settings, db, controller, clock),
     )
     if start:
         await cp.start()

@@ -8,11 +8,13 @@ from fastapi import FastAPI
 
 from mags.api.access import AccessProvider, access_router
 from mags.api.auth import make_auth
+from mags.api.cron import cron_router
 from mags.api.errors import install_error_handlers
 from mags.api.health import health_router
 from mags.api.jobs import jobs_router
 from mags.api.tokens import tokens_router
 from mags.config import Settings
+from mags.core.cron import CronStore
 from mags.core.db import Database
 from mags.core.notify import JobNotifier
 from mags.core.tokens import TokenStore
@@ -53,6 +55,7 @@ def create_app(
     app.include_router(health_router(ver), prefix=API_PREFIX)
     app.include_router(tokens_router(tokens, auth), prefix=API_PREFIX)
     app.include_router(jobs_router(settings, controller, notifier, auth), prefix=API_PREFIX)
+    app.include_router(cron_router(settings, CronStore(db, controller.clock), auth), prefix=API_PREFIX)
     # filled by the SSH gateway ("ssh") and the edge proxy ("url") when they are enabled
     providers: dict[str, AccessProvider] = access_providers if access_providers is not None else {}
     app.include_router(access_router(controller.jobs, auth, providers), prefix=API_PREFIX)

@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 # Integer ids autoincrement as SQLite rowids and as PostgreSQL identity/serial columns.
@@ -128,4 +129,49 @@ agents = Table(
     Column("url", Text),
     Column("runtime", String(32)),
     Column("last_seen", Double),
+)
+
+# --- cron (issue 8): scheduled jobs and one row per handled tick
+cron_jobs = Table(
+    "cron_jobs",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(63), nullable=False),
+    Column("cron_expression", String(255), nullable=False),
+    Column("timezone", String(64), nullable=False),
+    Column("script", Text, nullable=False),
+    Column("workspace_id", String(63)),
+    Column("environment", JSON, nullable=False),
+    Column("persistent", Boolean, nullable=False, default=False),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("overlap_policy", String(16), nullable=False),
+    # the tick to handle next (NULL while disabled); advancing it is how a scheduler claims a tick
+    Column("next_run_at", Double),
+    Column("last_run_at", Double),
+    Column("last_job_id", String(36)),
+    Column("last_run_status", String(16)),
+    Column("last_reason", Text),
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    UniqueConstraint("user_id", "name"),
+    Index("ix_cron_jobs_due", "enabled", "next_run_at"),
+)
+
+cron_runs = Table(
+    "cron_runs",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("cron_id", String(36), ForeignKey("cron_jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("scheduled_for", Double, nullable=False),
+    # the job's request_id, chosen when the tick is claimed (before the job row exists)
+    Column("job_id", String(36)),
+    # starting -> started | failed_to_start; or skipped
+    Column("status", String(16), nullable=False),
+    Column("reason", Text),
+    Column("created_at", Double, nullable=False),
+    # when a scheduler last took this run on (recovery of runs whose submitter died)
+    Column("claimed_at", Double, nullable=False),
+    UniqueConstraint("cron_id", "scheduled_for"),
+    Index("ix_cron_runs_status", "status", "claimed_at"),
 )
