@@ -17,7 +17,7 @@ from mags.errors import RuntimeUnavailable, SandboxError
 from mags.runtime.base import Limits, SandboxStats
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-V1_CONTROLLERS = ("memory", "pids", "cpu", "cpuacct", "freezer")
+V1_CONTROLLERS = ("memory", "pids", "cpu", "cpuacct")
 CPU_PERIOD_US = 100_000
 
 
@@ -119,12 +119,6 @@ class Cgroup:
                 raise SandboxError(f"processes {pids} in sandbox {self.name} survive SIGKILL")
             time.sleep(0.002)
 
-    def freeze(self) -> None:
-        self.driver.set_frozen(self, True)
-
-    def thaw(self) -> None:
-        self.driver.set_frozen(self, False)
-
     def remove(self) -> None:
         self.kill_all()
         for d in self.join_dirs:
@@ -154,9 +148,6 @@ class CgroupDriver:
         raise NotImplementedError
 
     def stats(self, cg: Cgroup) -> SandboxStats:
-        raise NotImplementedError
-
-    def set_frozen(self, cg: Cgroup, frozen: bool) -> None:
         raise NotImplementedError
 
     def agent_dirs(self) -> list[Path]:
@@ -242,11 +233,6 @@ class CgroupV1(CgroupDriver):
             oom_kills=oom.get("oom_kill", 0),
         )
 
-    def set_frozen(self, cg: Cgroup, frozen: bool) -> None:
-        if "freezer" not in cg.dirs:
-            raise SandboxError("the freezer cgroup controller is not available")
-        _write(cg.dirs["freezer"] / "freezer.state", "FROZEN" if frozen else "THAWED")
-
 
 class CgroupV2(CgroupDriver):
     version = 2
@@ -304,9 +290,6 @@ class CgroupV2(CgroupDriver):
             pids=_read_int(d / "pids.current"),
             oom_kills=_read_kv(d / "memory.events").get("oom_kill", 0),
         )
-
-    def set_frozen(self, cg: Cgroup, frozen: bool) -> None:
-        _write(cg.dirs["unified"] / "cgroup.freeze", "1" if frozen else "0")
 
     def kill(self, cg: Cgroup) -> None:
         kill_file = cg.dirs["unified"] / "cgroup.kill"

@@ -99,8 +99,8 @@ class GvisorRuntime(BaseRuntime):
             {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
             {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
             bind(binary.parent, "/.mags"),
-            bind(res.dir / "resolv.conf", "/etc/resolv.conf"),
-            bind(res.dir / "hosts", "/etc/hosts"),
+            bind(self.host.etc_dir / "resolv.conf", "/etc/resolv.conf"),
+            bind(self.host.etc_dir / "hosts", "/etc/hosts"),
         ]
         mounts += [bind(b.source, b.target, b.readonly) for b in spec.binds]
         return {
@@ -128,6 +128,10 @@ class GvisorRuntime(BaseRuntime):
                 ],
             },
         }
+
+    def _poolable(self, spec: SandboxSpec) -> bool:
+        # RLIMIT_NPROC is fixed when runsc boots the sandbox: only the pool's own value fits
+        return super()._poolable(spec) and spec.limits.pids == self.default_limits.pids
 
     def host_limits(self, limits: Limits) -> Limits:
         # The sentry and gofer are Go programs with their own threads, and systrap adds stub

@@ -79,11 +79,26 @@ class HostEnv:
             self._make_scratch()
             self.network = NetworkManager(self.slot.index, self.settings.network_cidr)
             self.network.start()
+            self._write_etc()
             self._clean_dead_slots()
         except Exception:
+            if self.scratch is not None:
+                self.scratch.destroy()
+                self.scratch = None
             self.slot.release()
             self.slot = None
             raise
+
+    @property
+    def etc_dir(self) -> Path:
+        """resolv.conf and hosts shared (read-only) by every sandbox of this agent."""
+        return self.settings.run_dir / "etc"
+
+    def _write_etc(self) -> None:
+        assert self.network is not None
+        self.etc_dir.mkdir(parents=True, exist_ok=True)
+        (self.etc_dir / "resolv.conf").write_text(self.network.resolv_conf())
+        (self.etc_dir / "hosts").write_text("127.0.0.1\tlocalhost\n127.0.1.1\tmags-vm\n::1\tlocalhost ip6-localhost\n")
 
     def _make_scratch(self) -> None:
         """One size-limited filesystem for every ephemeral writable layer of this agent.
@@ -173,8 +188,6 @@ class HostEnv:
                 upper, work, ephemeral = writable / "upper", writable / "work", False
             upper.mkdir(parents=True, exist_ok=True)
             work.mkdir(parents=True, exist_ok=True)
-            (d / "resolv.conf").write_text(self.network.resolv_conf())
-            (d / "hosts").write_text(f"127.0.0.1\tlocalhost\n{net.ip}\tmags-vm\n::1\tlocalhost ip6-localhost\n")
         except Exception:
             if cg is not None:
                 cg.remove()

@@ -45,12 +45,6 @@ class ManagedSandbox(Sandbox):
         await asyncio.to_thread(self.res.cgroup.set_limits, self.runtime.host_limits(limits))
         self.spec = replace(self.spec, limits=limits)
 
-    async def freeze(self) -> None:
-        await asyncio.to_thread(self.res.cgroup.freeze)
-
-    async def thaw(self) -> None:
-        await asyncio.to_thread(self.res.cgroup.thaw)
-
     async def destroy(self) -> None:
         async with self._destroy_lock:
             if self.destroyed:
@@ -186,8 +180,8 @@ class NamespacesRuntime(BaseRuntime):
             args += ["--lower", str(layer)]
         args += ["--lower", str(res.image.rootfs), "--upper", str(res.upper), "--work", str(res.work)]
         args += ["--root", str(res.dir / "root")]
-        args += ["--bind", f"{res.dir / 'resolv.conf'}:/etc/resolv.conf:ro"]
-        args += ["--bind", f"{res.dir / 'hosts'}:/etc/hosts:ro"]
+        args += ["--bind", f"{self.host.etc_dir / 'resolv.conf'}:/etc/resolv.conf:ro"]
+        args += ["--bind", f"{self.host.etc_dir / 'hosts'}:/etc/hosts:ro"]
         for b in spec.binds:
             args += ["--bind", f"{b.source}:{b.target}{':ro' if b.readonly else ''}"]
         log_path = res.dir.parent / f"{res.name}.log"
