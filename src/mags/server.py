@@ -25,10 +25,12 @@ from mags.config import Settings
 from mags.core.bootstrap import ensure_admin_token, write_client_config
 from mags.core.db import Database, create_database
 from mags.core.ids import Clock
+from mags.core.files import FileStore
 from mags.core.jobs import JobStore
 from mags.core.migrate import run_migrations
 from mags.core.notify import JobNotifier
 from mags.core.tokens import TokenStore
+from mags.core.workspaces import WorkspaceStore
 from mags.errors import ConfigError
 from mags.scheduler.applier import StateApplier
 from mags.scheduler.changes import SHUTDOWN_REASON
@@ -44,6 +46,9 @@ from mags.scheduler.reconcile import (
     register_agents,
 )
 from mags.scheduler.registry import AgentRegistry
+from mags.scheduler.retention import Janitor
+from mags.scheduler.workspace_admin import WorkspaceAdmin
+from mags.storage.objectstore import create_object_store
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +74,7 @@ class ControlPlane:
     housekeeper: Housekeeper
     ingests: list[EventIngest] = field(default_factory=list)
     cron: CronScheduler | None = None
+    janitor: Janitor | None = None  # local workspace / upload retention, snapshot GC
     _stopping: bool = False
     _closed: bool = False
 
@@ -83,6 +89,8 @@ class ControlPlane:
         self.housekeeper.start()
         if self.cron is not None:
             self.cron.start()
+        if self.janitor is not None:
+            self.janitor.start()
 
     async def begin_shutdown(self, reason: str = SHUTDOWN_REASON) -> None:
         """Stop dispatching and record why running sandboxes are about to stop."""
@@ -93,6 +101,8 @@ class ControlPlane:
         if self.cron is not None:
             await self.cron.stop()  # before the dispatcher: a claimed run is submitted first
         await self.housekeeper.stop()
+        if self.janitor is not None:
+            await self.janitor.stop()
         await self.dispatcher.stop()
         await self.applier.drain()
         await mark_shutdown(self.db, self.registry.ids(), reason, self.clock)
@@ -148,10 +158,19 @@ async def build_control_plane(
     jobs = JobStore(db, clock)
     tokens = TokenStore(db, clock)
     registry = AgentRegistry(agents, agent_urls)
-    applier = StateApplier(db, notifier, clock, max_log_lines=settings.max_log_lines)
+    applier = StateApplier(
+        db, notifier, clock, max_log_lines=settings.max_log_lines,
+        local_retention_s=settings.local_workspace_retention_s,
+    )  # fmt: skip
     dispatcher = Dispatcher(settings, db, registry, applier, clock, sweep_interval=sweep_interval)
-    controller = JobController(jobs, applier, registry, dispatcher, clock)
-    app = create_app(settings, db, controller, notifier, tokens=tokens)
+    workspaces = WorkspaceStore(db, clock)
+    files = FileStore(db, clock, settings.data_dir / "files", settings.file_retention_s)
+    controller = JobController(
+        jobs, applier, registry, dispatcher, clock, settings=settings, workspaces=workspaces, files=files
+    )
+    object_store = create_object_store(settings)  # the control plane deletes and GCs workspace data
+    admin = WorkspaceAdmin(workspaces, registry, object_store, controller.admission.lock)
+    app = create_app(settings, db, controller, notifier, tokens=tokens, workspace_admin=admin)
     cp = ControlPlane(
         settings=settings,
         db=db,
@@ -167,6 +186,7 @@ async def build_control_plane(
         housekeeper=Housekeeper(db, registry, applier, clock),
         ingests=[EventIngest(a, applier) for a in agents],
         cron=CronScheduler(settings, db, controller, clock),
+        janitor=Janitor(settings, workspaces, files, admin, object_store, clock),
     )
     if start:
         await cp.start()

@@ -10,15 +10,18 @@ from mags.api.access import AccessProvider, access_router
 from mags.api.auth import make_auth
 from mags.api.cron import cron_router
 from mags.api.errors import install_error_handlers
+from mags.api.files import files_router
 from mags.api.health import health_router
 from mags.api.jobs import jobs_router
 from mags.api.tokens import tokens_router
+from mags.api.workspaces import workspaces_router
 from mags.config import Settings
 from mags.core.cron import CronStore
 from mags.core.db import Database
 from mags.core.notify import JobNotifier
 from mags.core.tokens import TokenStore
 from mags.scheduler.control import JobController
+from mags.scheduler.workspace_admin import WorkspaceAdmin
 
 API_PREFIX = "/api/v1"
 
@@ -38,6 +41,7 @@ def create_app(
     *,
     tokens: TokenStore | None = None,
     access_providers: dict[str, AccessProvider] | None = None,
+    workspace_admin: WorkspaceAdmin | None = None,
 ) -> FastAPI:
     """The REST API (``/api/v1``) over ``db``; jobs are submitted and stopped via ``controller``."""
     tokens = tokens or TokenStore(db, controller.clock)
@@ -56,6 +60,9 @@ def create_app(
     app.include_router(tokens_router(tokens, auth), prefix=API_PREFIX)
     app.include_router(jobs_router(settings, controller, notifier, auth), prefix=API_PREFIX)
     app.include_router(cron_router(settings, CronStore(db, controller.clock), auth), prefix=API_PREFIX)
+    app.include_router(files_router(controller.files, auth), prefix=API_PREFIX)
+    admin = workspace_admin or WorkspaceAdmin(controller.workspaces, controller.registry, None, controller.admission.lock)
+    app.include_router(workspaces_router(settings, controller.workspaces, admin, auth), prefix=API_PREFIX)
     # filled by the SSH gateway ("ssh") and the edge proxy ("url") when they are enabled
     providers: dict[str, AccessProvider] = access_providers if access_providers is not None else {}
     app.include_router(access_router(controller.jobs, auth, providers), prefix=API_PREFIX)

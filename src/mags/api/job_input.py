@@ -2,6 +2,7 @@
 
 Every rule answers 400 with a sentence saying what to change (413 for sizes).  Fields the
 contract lists but this server cannot honour yet are refused, never silently ignored.
+Ownership checks (files, base workspaces: 404) happen at submission, not here.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_ENV_VARS = 1000
 MAX_ENV_BYTES = 256 * 1024
+MAX_FILE_IDS = 100
+MAX_EXEC_TIMEOUT_S = 3600
+EXEC_FIELDS = frozenset({"command", "timeout"})
 
 
 def _opt_bool(body: dict[str, Any], key: str) -> bool:
@@ -133,8 +137,11 @@ def parse_new_job(body: dict[str, Any], settings: Settings) -> NewJob:
     file_ids = body.get("file_ids")
     if file_ids is None:
         file_ids = []
-    if not isinstance(file_ids, list) or not all(isinstance(f, str) for f in file_ids):
+    if not isinstance(file_ids, list) or not all(isinstance(f, str) and f for f in file_ids):
         raise ValidationError("file_ids must be a list of strings")
+    file_ids = list(dict.fromkeys(file_ids))  # the same upload twice is placed once
+    if len(file_ids) > MAX_FILE_IDS:
+        raise ValidationError(f"at most {MAX_FILE_IDS} file_ids per job")
 
     disk_gb = body.get("disk_gb")
     if disk_gb is not None and (
@@ -162,10 +169,8 @@ def parse_new_job(body: dict[str, Any], settings: Settings) -> NewJob:
             raise ValidationError(f"ephemeral cannot be combined with {' or '.join(clash)}")
     if no_sleep and not persistent:
         raise ValidationError("no_sleep requires persistent")
-    if file_ids:
-        raise ValidationError("file_ids is not supported yet")
-    if base_workspace_id:
-        raise ValidationError("base_workspace_id is not supported yet")
+    if base_workspace_id and base_workspace_id == workspace_id:
+        raise ValidationError("a workspace cannot be its own base")
 
     request_id = new_request_id()
     if persistent and workspace_id is None:
@@ -212,3 +217,26 @@ def parse_job_update(body: dict[str, Any], settings: Settings, persistent: bool)
     if not values:
         raise ValidationError("nothing to update: send startup_command and/or no_sleep")
     return values
+
+
+def parse_exec(body: dict[str, Any], settings: Settings) -> tuple[str, float]:
+    """Validate ``POST /mags-jobs/{id}/exec``: ``command`` (non-empty), ``timeout`` 1..3600 s (30)."""
+    unknown = sorted(set(body) - EXEC_FIELDS)
+    if unknown:
+        raise ValidationError(f"unknown field{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}")
+    command = body.get("command")
+    if command is None:
+        raise ValidationError("command is required")
+    command = _text(command, "command", settings.max_script_bytes)
+    if not command.strip():
+        raise ValidationError("command must not be empty")
+    timeout = body.get("timeout")
+    if timeout is None:
+        timeout = 30
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not 1 <= timeout <= MAX_EXEC_TIMEOUT_S  # also rejects NaN
+    ):
+        raise ValidationError(f"timeout must be a number of seconds between 1 and {MAX_EXEC_TIMEOUT_S}")
+    return command, float(timeout)

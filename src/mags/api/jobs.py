@@ -1,4 +1,4 @@
-"""``/mags-jobs``: submit, list, status (with long-poll), logs (with follow), update, stop, usage."""
+"""``/mags-jobs``: submit, list, status (long-poll), logs (follow), update, stop, exec, sync, usage."""
 
 # No `from __future__ import annotations` here: FastAPI must see the route annotations
 # (the local `Me` alias) as objects, not strings it cannot resolve.
@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 
-from mags.api.job_input import parse_job_update, parse_new_job
+from mags.api.job_input import parse_exec, parse_job_update, parse_new_job
 from mags.api.params import query_bool, query_float, query_int, read_json_object
 from mags.api.waiting import follow_logs, wait_for_status
 from mags.config import Settings
@@ -54,8 +54,11 @@ def jobs_router(
     @router.post("/mags-jobs")
     async def submit(request: Request, me: Me) -> JSONResponse:
         job = parse_new_job(await read_json_object(request, body_limit), settings)
-        await controller.submit(me.user_id, job)
-        return JSONResponse({"request_id": job.request_id, "status": "accepted"})
+        done = await controller.submit(me.user_id, job)
+        answer: dict[str, object] = {"request_id": done.request_id, "status": "accepted"}
+        if done.existing:  # a `new` for a workspace whose sandbox is alive: that one
+            answer["existing"] = True
+        return JSONResponse(answer)
 
     @router.get("/mags-jobs")
     async def list_jobs(request: Request, me: Me) -> JSONResponse:
@@ -109,11 +112,37 @@ def jobs_router(
         row = await jobs.get(me.user_id, job_id)
         body = await read_json_object(request, body_limit)
         values = parse_job_update(body, settings, persistent=bool(row._mapping["persistent"]))
-        return JSONResponse(job_json(await jobs.update_settings(me.user_id, job_id, values)))
+        return JSONResponse(job_json(await controller.update_settings(me.user_id, job_id, values)))
 
     @router.post("/mags-jobs/{job_id}/stop")
     async def stop(job_id: str, me: Me) -> JSONResponse:
         row = await controller.stop(me.user_id, job_id)
         return JSONResponse({"success": True, **job_json(row)})
+
+    @router.post("/mags-jobs/{job_id}/exec")
+    async def exec_(job_id: str, request: Request, me: Me) -> JSONResponse:
+        await jobs.get(me.user_id, job_id)  # 404 before looking at the body
+        command, timeout = parse_exec(await read_json_object(request, body_limit), settings)
+        res = await controller.exec(me.user_id, job_id, command, timeout)
+        return JSONResponse(
+            {"exit_code": res.exit_code, "stdout": res.stdout, "stderr": res.stderr, "timed_out": res.timed_out}
+        )
+
+    @router.post("/mags-jobs/{job_id}/sync")
+    async def sync(job_id: str, me: Me) -> JSONResponse:
+        res, commit = await controller.sync(me.user_id, job_id)
+        return JSONResponse(
+            {
+                "success": True,
+                "request_id": job_id,
+                "workspace_id": (await jobs.get(me.user_id, job_id))._mapping["workspace_id"],
+                "snapshot_id": commit.head,
+                "changed": res.changed and commit.outcome == "committed",
+                "generation": commit.generation,
+                "bytes_uploaded": res.bytes_uploaded,
+                "files": res.files,
+                "seconds": res.seconds,
+            }
+        )
 
     return router

@@ -175,3 +175,47 @@ cron_runs = Table(
     UniqueConstraint("cron_id", "scheduled_for"),
     Index("ix_cron_runs_status", "status", "claimed_at"),
 )
+
+# --- workspaces and uploaded files (issues 4 and 5; migration 0003) ---------------------------
+
+# Jobs are looked up by workspace for "one sandbox per workspace" and for listings.
+Index("ix_jobs_user_workspace", jobs.c.user_id, jobs.c.workspace_id)
+
+workspaces = Table(
+    "workspaces",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(63), nullable=False),
+    # the agent-side key "u<user id>-<name>"; objects live under "ws/<key>/"
+    Column("key", String(100), nullable=False, unique=True),
+    Column("mode", String(16), nullable=False),  # local | persistent (never downgraded)
+    Column("disk_gb", Integer, nullable=False),
+    Column("base_id", Integer, ForeignKey("workspaces.id"), index=True),
+    # read-only layers frozen when the fork was created: [{workspace_id (key), snapshot_id}], topmost first
+    Column("layers", JSON, nullable=False),
+    Column("head_snapshot_id", String(128)),
+    Column("generation", Integer, nullable=False, default=0),  # +1 per committed snapshot
+    Column("agent_id", String(64)),  # where the local copy lives (local) / was last used (cache)
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    Column("last_used_at", Double),
+    Column("last_synced_at", Double),
+    Column("expires_at", Double),  # local workspaces: deleted after this (null while in use)
+    Column("gc_due_at", Double),  # object-store GC worth running from then on
+    Column("last_gc_at", Double),
+    Column("deleting_at", Double),  # set while a delete is in progress
+    UniqueConstraint("user_id", "name"),
+)
+
+files = Table(
+    "files",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("name", String(255), nullable=False),  # sanitized basename
+    Column("size", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("expires_at", Double, nullable=False, index=True),
+)

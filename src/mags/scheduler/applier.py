@@ -7,7 +7,10 @@ multi-row INSERT of log lines and one of ``job_events``.  While that transaction
 batch accumulates, so under load transactions grow instead of queueing up.
 
 Because log lines and the ``exit`` that follows them travel through the same queue, a job is
-never marked finished before its earlier output is stored.
+never marked finished before its earlier output is stored.  Likewise a ``synced`` event (a
+workspace snapshot to commit, see ``core/workspaces.py``) is committed before the ``state:
+stopped`` the agent sends after it, so once a job's sandbox shows ``stopped`` its final sync is
+the workspace's head; :meth:`StateApplier.expect_agent_stop` lets a stopper wait for that.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from sqlalchemy import Connection, insert, select, update
 from mags.core.db import Database
 from mags.core.notify import JobNotifier
 from mags.core.schema import job_events, job_logs, jobs
-from mags.core.states import IllegalTransition, JobState
+from mags.core.states import IllegalTransition, JobState, VmStatus
+from mags.core.workspaces import SyncCommit, commit_sync, jobs_ended
 from mags.scheduler.changes import Change
 from mags.scheduler.transitions import apply_change
 
@@ -38,7 +42,10 @@ _STATE_COLUMNS = (
     jobs.c.exit_code,
     jobs.c.stop_reason,
     jobs.c.log_count,
+    jobs.c.user_id,
+    jobs.c.workspace_id,
 )
+DEFAULT_GC_GRACE_S = 24 * 3600.0
 
 
 class StateApplier:
@@ -52,6 +59,8 @@ class StateApplier:
         *,
         max_log_lines: int,
         batch_max: int = 2000,
+        local_retention_s: float = 600.0,
+        gc_grace_s: float = DEFAULT_GC_GRACE_S,
     ) -> None:
         self.db = db
         self.notifier = notifier
@@ -63,6 +72,9 @@ class StateApplier:
         self._idle = asyncio.Event()
         self._idle.set()
         self.batches = 0  # transactions committed (for tests and metrics)
+        self.local_retention_s = local_retention_s
+        self.gc_grace_s = gc_grace_s
+        self._agent_stops: dict[str, set[asyncio.Future[None]]] = {}
 
     # ------------------------------------------------------------------ public
     def submit(self, change: Change) -> None:
@@ -75,6 +87,26 @@ class StateApplier:
         change.done = asyncio.get_running_loop().create_future()
         self.submit(change)
         return await change.done
+
+    def expect_agent_stop(self, job_id: str) -> asyncio.Future[None]:
+        """A future resolved once the agent's own ``stopped`` for ``job_id`` is committed.
+
+        The agent reports a stop's final workspace sync before that state, so when this
+        resolves the workspace head includes everything the sandbox wrote.  Register *before*
+        asking the agent to stop; pair with :meth:`forget_agent_stop`.
+        """
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._agent_stops.setdefault(job_id, set()).add(fut)
+        return fut
+
+    def forget_agent_stop(self, job_id: str, fut: asyncio.Future[None]) -> None:
+        waiters = self._agent_stops.get(job_id)
+        if waiters is not None:
+            waiters.discard(fut)
+            if not waiters:
+                del self._agent_stops[job_id]
+        if not fut.done():
+            fut.cancel()
 
     async def drain(self) -> None:
         """Wait until everything queued so far is committed."""
@@ -122,6 +154,11 @@ class StateApplier:
         self.batches += 1
         self.notifier.notify({c.job_id for c in batch})
         _resolve(batch, results)
+        for c in batch:
+            if (c.from_agent and c.kind == "state" and c.state == VmStatus.STOPPED) or c.kind == "finish":
+                for fut in self._agent_stops.pop(c.job_id, ()):
+                    if not fut.done():
+                        fut.set_result(None)
 
     async def _write(self, batch: list[Change]) -> list[Any]:
         return await self.db.write(self._write_sync, batch, self.clock())
@@ -133,8 +170,12 @@ class StateApplier:
         log_rows: list[dict[str, Any]] = []
         rows = conn.execute(select(*_STATE_COLUMNS).where(jobs.c.request_id.in_(job_ids))).all()
         states = {r._mapping["request_id"]: JobState.from_row(r) for r in rows}
+        workspace_of = {r._mapping["request_id"]: (r._mapping["user_id"], r._mapping["workspace_id"]) for r in rows}
         for change in batch:
             state = states.get(change.job_id)
+            if change.kind == "synced":
+                results.append(self._commit_sync(conn, state, change, now))
+                continue
             if state is None:
                 results.append(None)  # a sandbox we do not know (another server's, or deleted)
                 continue
@@ -151,7 +192,50 @@ class StateApplier:
         events = [e for s in states.values() for e in s.events]
         if events:
             conn.execute(insert(job_events), events)
+        ended = {
+            workspace_of[s.job_id]
+            for s in states.values()
+            if s.changes.get("vm_status") == VmStatus.STOPPED and workspace_of[s.job_id][1]
+        }
+        if ended:
+            jobs_ended(conn, ended, now, self.local_retention_s)
         return results
+
+    def _commit_sync(self, conn: Connection, state: JobState | None, change: Change, now: float) -> SyncCommit:
+        """Commit a synced snapshot (compare-and-swap of the head); a lost race is recorded."""
+        data = change.data or {}
+        key = str(data.get("workspace_id") or "")
+        result = commit_sync(
+            conn, key, data.get("snapshot_id"), data.get("parent_snapshot_id"), now, self.gc_grace_s
+        )
+        trigger = data.get("trigger") or "request"
+        note = None
+        if result.outcome == "lost":
+            log.warning(
+                "workspace %s: snapshot %s (from %s, %s sync of job %s) not committed: head is %s",
+                key, result.snapshot_id, data.get("parent_snapshot_id"), trigger, change.job_id, result.head,
+            )  # fmt: skip
+            note = (
+                f"workspace sync ({trigger}) not committed: the workspace head moved to {result.head} "
+                f"meanwhile; snapshot {result.snapshot_id} is kept until garbage collection"
+            )
+        elif result.outcome == "committed" and trigger != "periodic":
+            note = f"workspace synced ({trigger}): snapshot {result.snapshot_id}"
+        elif result.outcome == "unknown" and key:
+            log.info("synced event for unknown or deleted workspace %s (job %s)", key, change.job_id)
+        if note and state is not None:
+            state.events.append(
+                {
+                    "job_id": state.job_id,
+                    "ts": change.ts,
+                    "from_status": state.status.value,
+                    "to_status": state.status.value,
+                    "from_vm_status": state.vm_status.value,
+                    "vm_status": state.vm_status.value,
+                    "reason": note,
+                }
+            )
+        return result
 
     def _apply_one(self, state: JobState, change: Change, log_rows: list[dict[str, Any]], now: float) -> Any:
         if change.kind == "log":

@@ -18,6 +18,7 @@ ChangeKind = Literal[
     "log",  # agent: one line of output
     "exit",  # agent: the script exited
     "state",  # agent: the sandbox changed state
+    "synced",  # agent / sync API: a workspace snapshot to commit (data: SyncResult fields)
     "launch_failed",  # dispatcher: create_sandbox raised
     "cancel",  # API: stop a job nobody claimed yet; result True if it was cancelled
     "stop_requested",  # API / shutdown: remember why the sandbox is being stopped
@@ -28,6 +29,17 @@ USER_STOP_REASON = "stopped by user"
 CANCEL_REASON = "stopped before start"
 SHUTDOWN_REASON = "server shutting down"
 RESTART_REASON = "server restarted"
+REPLACED_PREFIX = "replaced by job "
+
+
+def replaced_reason(job_id: str) -> str:
+    """Why a workspace's live sandbox is stopped for a new job on the same workspace."""
+    return f"{REPLACED_PREFIX}{job_id}"
+
+
+def planned_stop(reason: str | None) -> bool:
+    """A stop that is the normal end of a persistent VM (user stop, replacement), not a failure."""
+    return bool(reason) and (reason == USER_STOP_REASON or reason.startswith(REPLACED_PREFIX))
 
 
 @dataclass
@@ -43,6 +55,8 @@ class Change:
     duration_ms: int | None = None
     reason: str | None = None
     state: str | None = None
+    data: dict[str, Any] | None = None
+    from_agent: bool = False  # reported on the agent's event stream (ordered with its syncs)
     done: asyncio.Future[Any] | None = field(default=None, repr=False)
 
     @classmethod
@@ -58,4 +72,6 @@ class Change:
             duration_ms=ev.duration_ms,
             reason=ev.reason,
             state=ev.state,
+            data=ev.data,
+            from_agent=True,
         )

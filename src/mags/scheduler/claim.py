@@ -3,6 +3,12 @@
 PostgreSQL: the inner SELECT takes ``FOR UPDATE SKIP LOCKED``, so concurrent dispatchers
 claim disjoint rows without waiting.  SQLite ignores that clause, but the statement runs
 inside ``BEGIN IMMEDIATE`` (one writer at a time), which makes it just as atomic.
+
+One sandbox per workspace: a job on a workspace is only claimed when no other job on that
+workspace has a sandbox (starting, running, sleeping, stopping) and no older job on it waits.
+A job submitted to replace a workspace's live sandbox therefore stays ``pending`` until the
+old sandbox is stopped -- and, since the agent reports a stop's final sync before the stop
+itself, until that sync is the workspace's head.
 """
 
 from __future__ import annotations
@@ -10,12 +16,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, literal, select, update
+from sqlalchemy import Connection, and_, func, insert, literal, or_, select, update
 from sqlalchemy.engine import Row
 
 from mags.core.db import Database
 from mags.core.schema import job_events, jobs
-from mags.core.states import JobStatus, VmStatus
+from mags.core.states import VM_ACTIVE, JobStatus, VmStatus
 
 # The sandbox id: "vm-" + 12 hex digits.  Derived in SQL from the (random) request id so one
 # statement can claim many rows, each with its own id.
@@ -29,6 +35,7 @@ CLAIM_COLUMNS = (
     jobs.c.environment,
     jobs.c.persistent,
     jobs.c.no_sync,
+    jobs.c.no_sleep,
     jobs.c.workspace_id,
     jobs.c.base_workspace_id,
     jobs.c.startup_command,
@@ -47,11 +54,30 @@ async def claim_jobs(db: Database, agent_id: str, limit: int, clock: Callable[[]
     return rows
 
 
+_OTHER = jobs.alias("other")
+# another job holds (or is ahead in line for) this job's workspace
+_WORKSPACE_TAKEN = (
+    select(_OTHER.c.request_id)
+    .where(
+        and_(
+            _OTHER.c.user_id == jobs.c.user_id,
+            _OTHER.c.workspace_id == jobs.c.workspace_id,
+            _OTHER.c.request_id != jobs.c.request_id,
+            or_(
+                _OTHER.c.vm_status.in_([s.value for s in VM_ACTIVE]),
+                and_(_OTHER.c.vm_status == VmStatus.PENDING.value, _OTHER.c.created_at < jobs.c.created_at),
+            ),
+        )
+    )
+    .exists()
+)
+
+
 def _claim(conn: Connection, agent_id: str, limit: int, now: float) -> list[Row[Any]]:
     pending = and_(jobs.c.status == JobStatus.PENDING.value, jobs.c.vm_status == VmStatus.PENDING.value)
     oldest = (
         select(jobs.c.request_id)
-        .where(pending)
+        .where(and_(pending, or_(jobs.c.workspace_id.is_(None), ~_WORKSPACE_TAKEN)))
         .order_by(jobs.c.created_at)
         .limit(limit)
         .with_for_update(skip_locked=True)

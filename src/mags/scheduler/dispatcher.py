@@ -2,7 +2,8 @@
 
 Woken at once by :meth:`Dispatcher.wake` (job submitted) and by a slow periodic sweep (jobs
 submitted through another process, agents that came back).  A launch that fails ends the job
-as ``error`` with the agent's message.
+as ``error`` with the agent's message.  A job whose workspace has a local copy on another of
+our agents is launched there (local workspaces live on one host; persistent ones are cached).
 """
 
 from __future__ import annotations
@@ -15,50 +16,19 @@ from typing import Any
 
 from sqlalchemy.engine import Row
 
-from mags.agent.models import AgentClient, SandboxRequest, WorkspaceRef
+from mags.agent.models import AgentClient
 from mags.config import Settings
 from mags.core.db import Database
+from mags.core.workspaces import WorkspaceStore, workspace_key
 from mags.scheduler.applier import StateApplier
 from mags.scheduler.changes import Change
 from mags.scheduler.claim import claim_jobs
+from mags.scheduler.launch import LaunchContext, load_context, needs_context, rebind, sandbox_request
 from mags.scheduler.registry import AgentRegistry
 
+__all__ = ["Dispatcher", "sandbox_request", "workspace_key"]
+
 log = logging.getLogger(__name__)
-
-
-def workspace_key(user_id: int, name: str) -> str:
-    """The agent-side id of a user's workspace ``name`` (unique across users).
-
-    ``u<digits>-`` cannot be produced by two different (user, name) pairs: the user id has no
-    dash, so the first dash always ends it.
-    """
-    return f"u{user_id}-{name}"
-
-
-def sandbox_request(row: Row[Any], settings: Settings) -> SandboxRequest:
-    """What the agent needs to start a claimed job."""
-    m = row._mapping
-    workspace = None
-    if m["workspace_id"]:
-        synced = bool(m["persistent"]) and not m["no_sync"]
-        workspace = WorkspaceRef(
-            workspace_id=workspace_key(m["user_id"], m["workspace_id"]),
-            mode="persistent" if synced else "local",
-            sync=synced,
-        )
-    return SandboxRequest(
-        sandbox_id=m["vm_id"],
-        job_id=m["request_id"],
-        script=m["script"],
-        environment=m["environment"] or {},
-        image=m["rootfs_type"],
-        disk_gb=m["disk_gb"],
-        # a persistent VM's script may serve forever (`sleep infinity`, a web server)
-        timeout_s=None if m["persistent"] else float(settings.max_job_seconds),
-        persistent=bool(m["persistent"]),
-        startup_command=m["startup_command"],
-        workspace=workspace,
-    )
 
 
 class Dispatcher:
@@ -88,6 +58,7 @@ class Dispatcher:
         self._launching: dict[str, asyncio.Task[None]] = {}
         self._task: asyncio.Task[None] | None = None
         self.claimed = 0  # jobs claimed by this dispatcher (tests, metrics)
+        self.workspaces = WorkspaceStore(db, clock)
 
     def wake(self) -> None:
         """Look for pending jobs now."""
@@ -150,11 +121,35 @@ class Dispatcher:
             task.add_done_callback(lambda _t, j=job_id: self._launching.pop(j, None))
         return len(rows)
 
+    async def _target(self, agent: AgentClient, row: Row[Any], ctx: LaunchContext) -> AgentClient:
+        """The agent to launch on: the one holding the workspace's local copy, if it is ours."""
+        ws = ctx.workspace
+        held_by = ws._mapping["agent_id"] if ws is not None else None
+        if not held_by or held_by == agent.agent_id:
+            return agent
+        job_id = row._mapping["request_id"]
+        other = self.registry.get(held_by)
+        if other is not None:
+            await rebind(self.db, job_id, other.agent_id)
+            return other
+        if ws is not None and ws._mapping["mode"] == "local":
+            message = (
+                f"local workspace {ws._mapping['name']} was kept on agent {held_by}, which this server "
+                f"does not manage: starting it empty on {agent.agent_id}"
+            )
+            log.warning("job %s: %s", job_id, message)
+            self.applier.submit(Change("log", job_id, self.clock(), source="system", message=message))
+        return agent
+
     async def _launch(self, agent: AgentClient, row: Row[Any]) -> None:
         job_id = row._mapping["request_id"]
         async with self._launch_slots:
             try:
-                req = sandbox_request(row, self.settings)
+                ctx = LaunchContext()
+                if needs_context(row):
+                    ctx = await load_context(self.db, row, self.settings, self.clock())
+                    agent = await self._target(agent, row, ctx)
+                req = sandbox_request(row, self.settings, ctx)
                 await agent.create_sandbox(req)
             except asyncio.CancelledError:
                 self.applier.submit(Change("launch_failed", job_id, self.clock(), reason=_SHUTDOWN_LAUNCH))
@@ -166,6 +161,11 @@ class Dispatcher:
                 return
         # the agent's own `started` event may arrive later than this answer: apply it now
         self.applier.submit(Change("started", job_id, self.clock()))
+        if ctx.workspace is not None:
+            try:
+                await self.workspaces.launched(ctx.workspace._mapping["id"], agent.agent_id, req.disk_gb)
+            except Exception:  # noqa: BLE001 - the sandbox runs; only bookkeeping is late
+                log.warning("job %s: cannot record its workspace's agent", job_id, exc_info=True)
 
 
 _SHUTDOWN_LAUNCH = "server shutting down before the sandbox started"

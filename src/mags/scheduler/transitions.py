@@ -8,7 +8,8 @@ The rules (CONTRACT.md, "Job status values"):
   sleeps, ``running`` when woken, and ``completed`` once it stops after the script exited),
   while ``exit_code`` keeps the script's result.
 * A user's stop ends a running script as ``error: stopped by user``, except for persistent jobs,
-  which end ``completed`` (stopping is how a persistent VM is meant to end).
+  which end ``completed`` (stopping is how a persistent VM is meant to end; so does a VM
+  replaced by a new job on its workspace, "replaced by job X").
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from mags.core.states import JobState, JobStatus, VmStatus
-from mags.scheduler.changes import USER_STOP_REASON, Change
+from mags.scheduler.changes import USER_STOP_REASON, Change, planned_stop
 
 J, V = JobStatus, VmStatus
 
@@ -72,7 +73,7 @@ def _exit(state: JobState, change: Change, now: float) -> None:
 def _stopped_outcome(state: JobState) -> tuple[JobStatus, str]:
     """How a script that was stopped on purpose ends."""
     reason = state.stop_reason or "sandbox stopped"
-    if state.persistent and state.stop_reason == USER_STOP_REASON:
+    if state.persistent and planned_stop(state.stop_reason):
         return J.COMPLETED, reason
     return J.ERROR, reason
 

@@ -1,0 +1,74 @@
+"""``/mags-workspaces``: list a user's workspaces, delete one (with its stored data)."""
+
+# No `from __future__ import annotations` here: FastAPI must see the route annotations
+# (the local `Me` alias) as objects, not strings it cannot resolve.
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from mags.config import Settings
+from mags.core.ids import iso
+from mags.core.tokens import Principal
+from mags.core.workspaces import WorkspaceStore
+from mags.scheduler.workspace_admin import WorkspaceAdmin
+
+
+def workspace_json(
+    row: Any, live_job: str | None, size_bytes: int | None, retention_s: float
+) -> dict[str, Any]:
+    """One workspace as the API shows it (``workspace_id`` is its name, as in jobs)."""
+    m = row._mapping
+    persistent = m["mode"] == "persistent"
+    expires = m["expires_at"]
+    if not persistent and live_job is None and expires is None:
+        expires = (m["last_used_at"] or m["created_at"]) + retention_s
+    return {
+        "workspace_id": m["name"],
+        "name": m["name"],
+        "mode": m["mode"],
+        "persistent": persistent,
+        "disk_gb": m["disk_gb"],
+        "size_bytes": size_bytes,
+        "base_workspace_id": m["base_name"],
+        "head_snapshot_id": m["head_snapshot_id"],
+        "generation": m["generation"],
+        "in_use": live_job is not None,
+        "job_id": live_job,
+        "created_at": iso(m["created_at"]),
+        "updated_at": iso(m["updated_at"]),
+        "last_used_at": iso(m["last_used_at"]),
+        "last_synced_at": iso(m["last_synced_at"]),
+        "expires_at": None if persistent or live_job is not None else iso(expires),
+    }
+
+
+def workspaces_router(
+    settings: Settings,
+    workspaces: WorkspaceStore,
+    admin: WorkspaceAdmin,
+    auth: Callable[[Request], Awaitable[Principal]],
+) -> APIRouter:
+    router = APIRouter()
+    Me = Annotated[Principal, Depends(auth)]
+    retention = float(settings.local_workspace_retention_s)
+
+    @router.get("/mags-workspaces")
+    async def list_workspaces(me: Me) -> JSONResponse:
+        rows, live = await workspaces.list(me.user_id)
+        sizes = await admin.local_sizes() if rows else {}
+        out = [
+            workspace_json(r, live.get(r._mapping["name"]), sizes.get(r._mapping["key"]), retention) for r in rows
+        ]
+        return JSONResponse({"workspaces": out, "total": len(out)})
+
+    @router.delete("/mags-workspaces/{name}")
+    async def delete_workspace(name: str, me: Me) -> JSONResponse:
+        row = await admin.delete(me.user_id, name)
+        m = row._mapping
+        return JSONResponse({"success": True, "deleted": True, "workspace_id": m["name"], "mode": m["mode"]})
+
+    return router
