@@ -68,6 +68,7 @@ CRON_COLUMNS = [
     ("WORKSPACE", lambda c: c.get("workspace_id")),
     ("NEXT RUN", lambda c: ago(c.get("next_run_at"))),
     ("LAST RUN", lambda c: ago(c.get("last_run_at"))),
+    ("LAST STATUS", lambda c: c.get("last_status")),
 ]
 
 

@@ -141,7 +141,7 @@ class CronScheduler:
         """Submit a claimed run as a job and record whether it started."""
         try:
             job = dataclasses.replace(parse_new_job(claim.body, self.settings), request_id=claim.request_id)
-            await self.controller.submit(claim.user_id, job)
+            done = await self.controller.submit(claim.user_id, job)
         except IntegrityError:
             # the request id exists: another scheduler took this run over and submitted it
             if await self.controller.jobs.get_internal(claim.request_id) is not None:
@@ -155,7 +155,10 @@ class CronScheduler:
             log.exception("cron %s: submitting run %s failed", claim.cron_id, claim.request_id)
             report.failed += 1
         else:
-            await self.db.write(mark_started, claim.run_id, claim.request_id)
+            # a `sleep infinity` persistent run may be answered with the workspace's live sandbox
+            job_id = getattr(done, "request_id", None) or claim.request_id
+            reason = None if job_id == claim.request_id else f"the workspace's live sandbox (job {job_id}) was reused"
+            await self.db.write(mark_started, claim.run_id, claim.request_id, job_id, reason)
             report.started += 1
 
     async def _failed(self, claim: Claim, reason: str, report: TickReport) -> None:

@@ -223,15 +223,20 @@ def claim_tick(
     )
 
 
-def mark_started(conn: Connection, run_id: int, request_id: str) -> None:
-    """The run's job exists now."""
+def mark_started(
+    conn: Connection, run_id: int, request_id: str, job_id: str | None = None, reason: str | None = None
+) -> None:
+    """The run's job exists now (``job_id``: another job the submission was answered with)."""
+    job_id = job_id or request_id
     conn.execute(
         update(cron_runs)
         .where(and_(cron_runs.c.id == run_id, cron_runs.c.status == RUN_STARTING))
-        .values(status=RUN_STARTED)
+        .values(status=RUN_STARTED, job_id=job_id, reason=reason)
     )
     conn.execute(
-        update(cron_jobs).where(cron_jobs.c.last_job_id == request_id).values(last_run_status=RUN_STARTED)
+        update(cron_jobs)
+        .where(cron_jobs.c.last_job_id == request_id)
+        .values(last_run_status=RUN_STARTED, last_job_id=job_id, last_reason=reason)
     )
 
 
