@@ -72,6 +72,11 @@ class Settings(BaseModel):
     idle_timeout_s: int = 600
     file_retention_s: int = 86400
 
+    # --- SSH gateway (issue 7)
+    ssh_enabled: bool = True
+    ssh_port: int = 2222  # 0: any free port (embedded server only; tests)
+    ssh_host: str | None = None  # what clients are told to connect to; default: the API's host
+
     @field_validator(
         "pool_size", "default_memory_mb", "default_pids", "default_disk_gb", "max_job_seconds", "cron_grace_s"
     )
@@ -79,6 +84,13 @@ class Settings(BaseModel):
     def _non_negative(cls, v: int) -> int:
         if v < 0:
             raise ValueError("must be >= 0")
+        return v
+
+    @field_validator("ssh_port")
+    @classmethod
+    def _ssh_port(cls, v: int) -> int:
+        if not 0 <= v <= 65535:
+            raise ValueError("must be between 0 and 65535")
         return v
 
     # ------------------------------------------------------------------ derived
@@ -98,6 +110,19 @@ class Settings(BaseModel):
             return self.public_url.rstrip("/")
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
         return f"http://{host}:{self.port}"
+
+    @property
+    def ssh_public_host(self) -> str:
+        """The host name ``POST .../access {"port": 22}`` tells clients to connect to."""
+        if self.ssh_host:
+            return self.ssh_host
+        if self.public_url:
+            from urllib.parse import urlsplit
+
+            host = urlsplit(self.public_url).hostname
+            if host:
+                return host
+        return "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
 
     @property
     def local_store_root(self) -> Path:

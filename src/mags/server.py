@@ -46,6 +46,8 @@ from mags.scheduler.reconcile import (
     register_agents,
 )
 from mags.scheduler.registry import AgentRegistry
+from mags.ssh import start_embedded_gateway
+from mags.ssh.provider import register_ssh_access
 from mags.scheduler.retention import Janitor
 from mags.scheduler.workspace_admin import WorkspaceAdmin
 from mags.storage.objectstore import create_object_store
@@ -171,6 +173,7 @@ async def build_control_plane(
     object_store = create_object_store(settings)  # the control plane deletes and GCs workspace data
     admin = WorkspaceAdmin(workspaces, registry, object_store, controller.admission.lock)
     app = create_app(settings, db, controller, notifier, tokens=tokens, workspace_admin=admin)
+    register_ssh_access(app, settings, db, clock)  # "ssh" access provider (if ssh_enabled)
     cp = ControlPlane(
         settings=settings,
         db=db,
@@ -240,6 +243,7 @@ async def serve_async(settings: Settings) -> None:
         cp = await build_control_plane(
             settings, [handle.client], db=db, migrate=False, agent_urls={handle.client.agent_id: local_url}
         )
+        ssh = await start_embedded_gateway(settings, db, cp.registry, cp.app)
     except BaseException:
         await handle.stop()
         await db.close()
@@ -281,6 +285,8 @@ async def serve_async(settings: Settings) -> None:
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+        if ssh is not None:
+            await ssh.close()
         await cp.begin_shutdown(SHUTDOWN_REASON)
         try:
             await handle.stop()

@@ -219,3 +219,18 @@ files = Table(
     Column("created_at", Double, nullable=False),
     Column("expires_at", Double, nullable=False, index=True),
 )
+
+# --- SSH gateway (issue 7; migration 0005): public keys issued by POST /mags-jobs/{id}/access
+ssh_keys = Table(
+    "ssh_keys",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    # "SHA256:<base64>" of the public key: how the gateway finds the key a client offers
+    Column("fingerprint", String(64), nullable=False, unique=True),
+    Column("public_key", Text, nullable=False),  # "ssh-ed25519 AAAA..." (no comment)
+    # the one sandbox this key opens; rows go when the job's VM stops
+    Column("job_id", String(36), ForeignKey("jobs.request_id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("vm_id", String(32), nullable=False),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", Double, nullable=False),
+)
