@@ -61,7 +61,9 @@ def create_app(
     app.include_router(jobs_router(settings, controller, notifier, auth), prefix=API_PREFIX)
     app.include_router(cron_router(settings, CronStore(db, controller.clock), auth), prefix=API_PREFIX)
     app.include_router(files_router(controller.files, auth), prefix=API_PREFIX)
-    admin = workspace_admin or WorkspaceAdmin(controller.workspaces, controller.registry, None, controller.admission.lock)
+    admin = workspace_admin or WorkspaceAdmin(
+        controller.workspaces, controller.registry, None, controller.admission.lock
+    )
     app.include_router(workspaces_router(settings, controller.workspaces, admin, auth), prefix=API_PREFIX)
     # filled by the SSH gateway ("ssh") and the edge proxy ("url") when they are enabled
     providers: dict[str, AccessProvider] = access_providers if access_providers is not None else {}

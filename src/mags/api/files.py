@@ -130,7 +130,7 @@ async def receive_file(request: Request, partial: Path, limit: int) -> _Upload:
     up = _Upload(limit)
     try:
         parser = MultipartParser(boundary, up.callbacks())
-    except Exception as exc:  # noqa: BLE001 - a malformed boundary parameter
+    except Exception as exc:
         raise ValidationError(f"bad multipart boundary: {exc}") from exc
     fd = await asyncio.to_thread(_open_partial, partial)
     try:

@@ -125,7 +125,12 @@ def jobs_router(
         command, timeout = parse_exec(await read_json_object(request, body_limit), settings)
         res = await controller.exec(me.user_id, job_id, command, timeout)
         return JSONResponse(
-            {"exit_code": res.exit_code, "stdout": res.stdout, "stderr": res.stderr, "timed_out": res.timed_out}
+            {
+                "exit_code": res.exit_code,
+                "stdout": res.stdout,
+                "stderr": res.stderr,
+                "timed_out": res.timed_out,
+            }
         )
 
     @router.post("/mags-jobs/{job_id}/sync")

@@ -61,7 +61,8 @@ def workspaces_router(
         rows, live = await workspaces.list(me.user_id)
         sizes = await admin.local_sizes() if rows else {}
         out = [
-            workspace_json(r, live.get(r._mapping["name"]), sizes.get(r._mapping["key"]), retention) for r in rows
+            workspace_json(r, live.get(r._mapping["name"]), sizes.get(r._mapping["key"]), retention)
+            for r in rows
         ]
         return JSONResponse({"workspaces": out, "total": len(out)})
 

@@ -140,7 +140,12 @@ def _persistent_workspaces(client: Mags) -> set[str]:
         listed = client.list_workspaces().get("workspaces") or []
     except ClientError:
         return set()
-    return {str(w.get("workspace_id") or w.get("id") or w.get("name")) for w in listed if isinstance(w, dict)}
+    # local workspaces are listed too: restarting one must not turn it persistent
+    return {
+        str(w.get("workspace_id") or w.get("id") or w.get("name"))
+        for w in listed
+        if isinstance(w, dict) and w.get("persistent", True) is not False
+    }
 
 
 def ssh_argv(host: str, port: Any, key_file: str) -> list[str]:

@@ -159,8 +159,9 @@ def commit_sync(
     cannot both win, on SQLite as on PostgreSQL.
     """
     row = conn.execute(
-        select(workspaces.c.id, workspaces.c.head_snapshot_id, workspaces.c.generation, workspaces.c.deleting_at)
-        .where(workspaces.c.key == key)
+        select(
+            workspaces.c.id, workspaces.c.head_snapshot_id, workspaces.c.generation, workspaces.c.deleting_at
+        ).where(workspaces.c.key == key)
     ).first()
     if row is None or row._mapping["deleting_at"] is not None:
         return SyncCommit("unknown", None, snapshot_id)
@@ -172,8 +173,10 @@ def commit_sync(
             update(workspaces).where(workspaces.c.id == ws_id).values(last_synced_at=now, updated_at=now)
         )
         return SyncCommit("current", head, snapshot_id, row._mapping["generation"])
-    same_parent = workspaces.c.head_snapshot_id.is_(None) if parent is None else (
-        workspaces.c.head_snapshot_id == parent
+    same_parent = (
+        workspaces.c.head_snapshot_id.is_(None)
+        if parent is None
+        else (workspaces.c.head_snapshot_id == parent)
     )
     due = now + gc_grace_s  # the old head (or this lost snapshot) is garbage after the grace period
     won = conn.execute(
@@ -201,7 +204,12 @@ def commit_sync(
 
 
 def _launched(conn: Connection, ws_id: int, agent_id: str, disk_gb: int | None, now: float) -> None:
-    values: dict[str, Any] = {"agent_id": agent_id, "last_used_at": now, "expires_at": None, "updated_at": now}
+    values: dict[str, Any] = {
+        "agent_id": agent_id,
+        "last_used_at": now,
+        "expires_at": None,
+        "updated_at": now,
+    }
     if disk_gb is not None:
         values["disk_gb"] = disk_gb  # the agent accepted the size (a refused shrink fails the launch)
     conn.execute(update(workspaces).where(workspaces.c.id == ws_id).values(**values))
@@ -285,7 +293,9 @@ def _expired_locals(conn: Connection, now: float, retention_s: float, limit: int
         .exists()
     )
     until = func.coalesce(
-        workspaces.c.expires_at, workspaces.c.last_used_at + retention_s, workspaces.c.created_at + retention_s
+        workspaces.c.expires_at,
+        workspaces.c.last_used_at + retention_s,
+        workspaces.c.created_at + retention_s,
     )
     stmt = (
         select(workspaces)
@@ -360,7 +370,9 @@ class WorkspaceStore:
         self, user_id: int, name: str, *, mode: str, disk_gb: int, base: Row[Any] | None
     ) -> Row[Any]:
         """Create or update the workspace a submitted job runs on; returns the row."""
-        return await self.db.write(prepare_workspace, user_id, name, mode=mode, disk_gb=disk_gb, base=base, now=self.clock())
+        return await self.db.write(
+            prepare_workspace, user_id, name, mode=mode, disk_gb=disk_gb, base=base, now=self.clock()
+        )
 
     async def commit_sync(
         self, key: str, snapshot_id: str | None, parent: str | None, gc_grace_s: float

@@ -81,7 +81,9 @@ def decide(job: NewJob, live: list[Row[Any]], ws: Row[Any] | None) -> Decision:
 
 def busy_message(name: str, row: Row[Any]) -> str:
     m = row._mapping
-    doing = "is still running" if m["vm_status"] in VM_UP or m["vm_status"] == "stopping" else "is still starting"
+    doing = (
+        "is still running" if m["vm_status"] in VM_UP or m["vm_status"] == "stopping" else "is still starting"
+    )
     return f'workspace "{name}" is busy: job {m["request_id"]} {doing} (stop it or wait)'
 
 

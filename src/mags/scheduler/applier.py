@@ -170,7 +170,9 @@ class StateApplier:
         log_rows: list[dict[str, Any]] = []
         rows = conn.execute(select(*_STATE_COLUMNS).where(jobs.c.request_id.in_(job_ids))).all()
         states = {r._mapping["request_id"]: JobState.from_row(r) for r in rows}
-        workspace_of = {r._mapping["request_id"]: (r._mapping["user_id"], r._mapping["workspace_id"]) for r in rows}
+        workspace_of = {
+            r._mapping["request_id"]: (r._mapping["user_id"], r._mapping["workspace_id"]) for r in rows
+        }
         for change in batch:
             state = states.get(change.job_id)
             if change.kind == "synced":
@@ -201,7 +203,9 @@ class StateApplier:
             jobs_ended(conn, ended, now, self.local_retention_s)
         return results
 
-    def _commit_sync(self, conn: Connection, state: JobState | None, change: Change, now: float) -> SyncCommit:
+    def _commit_sync(
+        self, conn: Connection, state: JobState | None, change: Change, now: float
+    ) -> SyncCommit:
         """Commit a synced snapshot (compare-and-swap of the head); a lost race is recorded."""
         data = change.data or {}
         key = str(data.get("workspace_id") or "")

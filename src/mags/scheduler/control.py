@@ -124,9 +124,9 @@ class JobController:
         """
         row = await self.jobs.get(user_id, job_id)
         m = row._mapping
-        if m["vm_status"] == VmStatus.PENDING:
-            if await self.applier.apply(Change("cancel", job_id, self.clock(), reason=CANCEL_REASON)):
-                return await self.jobs.get(user_id, job_id)
+        cancel = Change("cancel", job_id, self.clock(), reason=CANCEL_REASON)
+        if m["vm_status"] == VmStatus.PENDING and await self.applier.apply(cancel):
+            return await self.jobs.get(user_id, job_id)
         row = await self._settled(user_id, job_id)
         m = row._mapping
         if m["vm_status"] == VmStatus.STOPPED and m["status"] in SCRIPT_DONE:
@@ -213,11 +213,13 @@ class JobController:
             )
             agent = self.registry.get(_agent_id(await self.jobs.get_internal(job_id)))
             if agent is None:
-                log.warning("job %s: its agent is not ours; settings stored, applied at its next start", job_id)
+                log.warning(
+                    "job %s: its agent is not ours; settings stored, applied at its next start", job_id
+                )
             else:
                 try:
                     await agent.update_sandbox(m["vm_id"], live)
-                except Exception as exc:  # noqa: BLE001 - translated below
+                except Exception as exc:
                     err = agent_failure(exc, f"change the settings of job {job_id}")
                     if not (isinstance(err, Conflict) and str(err) == NOT_RUNNING):
                         raise err from exc

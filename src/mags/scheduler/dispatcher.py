@@ -164,7 +164,7 @@ class Dispatcher:
         if ctx.workspace is not None:
             try:
                 await self.workspaces.launched(ctx.workspace._mapping["id"], agent.agent_id, req.disk_gb)
-            except Exception:  # noqa: BLE001 - the sandbox runs; only bookkeeping is late
+            except Exception:
                 log.warning("job %s: cannot record its workspace's agent", job_id, exc_info=True)
 
 

@@ -19,7 +19,7 @@ from mags.core.db import Database
 from mags.core.files import owned_files
 from mags.core.schema import jobs
 from mags.core.states import VmStatus
-from mags.core.workspaces import prepare_workspace, get_row
+from mags.core.workspaces import get_row, prepare_workspace
 from mags.errors import SandboxError
 
 

@@ -114,7 +114,9 @@ class Janitor:
             except MagsError as exc:
                 log.warning("workspace %s: delete failed, retried later: %s", m["key"], exc)
                 continue
-            log.info("workspace %s deleted: %s", m["key"], "delete finished" if m["deleting_at"] else "expired")
+            log.info(
+                "workspace %s deleted: %s", m["key"], "delete finished" if m["deleting_at"] else "expired"
+            )
             expired.append(m["key"])
         return expired
 

@@ -69,7 +69,9 @@ class WorkspaceAdmin:
                 if exc.status_code in (404, 410):
                     continue  # no local copy there
                 if exc.status_code == 409:
-                    raise Conflict(f'workspace "{m["name"]}" is still in use on agent {agent.agent_id}') from exc
+                    raise Conflict(
+                        f'workspace "{m["name"]}" is still in use on agent {agent.agent_id}'
+                    ) from exc
                 raise
         if m["mode"] == "persistent" or m["head_snapshot_id"]:  # local ones never wrote objects
             if self.store is None:

@@ -99,6 +99,7 @@ class FakeAgentClient:
         self.deleted_workspaces: list[str] = []
         self.snapshots = 0  # snapshot ids handed out
         self.sync_gate: asyncio.Event | None = None  # set by tests to hold syncs
+        self.stream_gate: asyncio.Event | None = None  # set by tests to hold the event stream
         self._seq = 0
         self._waiters: list[asyncio.Future[None]] = []
         self._epoch = 0
@@ -373,10 +374,14 @@ class FakeAgentClient:
     async def list_workspaces(self) -> list[WorkspaceInfo]:
         return [
             WorkspaceInfo(
-                workspace_id=w.key, mode=w.mode if w.mode in ("local", "persistent") else "local",
-                disk_gb=w.disk_gb, used_bytes=w.used_bytes, in_use=w.in_use_by is not None,
-                synced_snapshot_id=w.synced_snapshot_id, last_used=w.last_used,
-            )  # fmt: skip
+                workspace_id=w.key,
+                mode="persistent" if w.mode == "persistent" else "local",
+                disk_gb=w.disk_gb,
+                used_bytes=w.used_bytes,
+                in_use=w.in_use_by is not None,
+                synced_snapshot_id=w.synced_snapshot_id,
+                last_used=w.last_used,
+            )
             for w in self.workspaces.values()
         ]
 
@@ -405,6 +410,9 @@ class FakeAgentClient:
         while True:
             if self._epoch != epoch:
                 raise ConnectionError("event stream broken")
+            if self.stream_gate is not None and not self.stream_gate.is_set():
+                await self.stream_gate.wait()
+                continue
             if i < len(self.events_log):
                 ev = self.events_log[i]
                 i += 1

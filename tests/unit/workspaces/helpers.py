@@ -21,7 +21,9 @@ async def submit(client: httpx.AsyncClient, script: str = "true", **fields: Any)
     return r.json()["request_id"]
 
 
-async def new(client: httpx.AsyncClient, name: str, persistent: bool = False, **fields: Any) -> httpx.Response:
+async def new(
+    client: httpx.AsyncClient, name: str, persistent: bool = False, **fields: Any
+) -> httpx.Response:
     """What SDK ``new()`` submits."""
     body = {
         "script": "sleep infinity", "type": "inline", "name": name, "workspace_id": name,

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import httpx
 from scheduler.fake_agent import FakeAgentClient
 
 from mags.agent.models import LayerRef
-from mags.core.jobs import NewJob
 from mags.core.ids import new_request_id
+from mags.core.jobs import NewJob
 from mags.server import ControlPlane
 
 from .helpers import created_for, key_of, new, persistent_run, status, submit, user_id, vm_status, workspace
@@ -20,7 +21,9 @@ BASE_404 = 'base workspace "{}" not found (or never synced: run it with -p first
 async def test_fork_from_missing_or_unsynced_base_is_404(
     alice: httpx.AsyncClient, bob: httpx.AsyncClient, agent: FakeAgentClient
 ) -> None:
-    r = await alice.post("/mags-jobs", json={"script": "true", "base_workspace_id": "nope", "workspace_id": "x"})
+    r = await alice.post(
+        "/mags-jobs", json={"script": "true", "base_workspace_id": "nope", "workspace_id": "x"}
+    )
     assert r.status_code == 404 and r.json() == {"error": BASE_404.format("nope")}
     # a local workspace has no synced head
     await status(alice, await submit(alice, "true", workspace_id="loc"), until="completed")
@@ -28,7 +31,9 @@ async def test_fork_from_missing_or_unsynced_base_is_404(
     assert r.status_code == 404 and r.json() == {"error": BASE_404.format("loc")}
     # nor can another tenant fork yours
     await persistent_run(alice, agent, "golden")
-    r = await bob.post("/mags-jobs", json={"script": "true", "base_workspace_id": "golden", "workspace_id": "f"})
+    r = await bob.post(
+        "/mags-jobs", json={"script": "true", "base_workspace_id": "golden", "workspace_id": "f"}
+    )
     assert r.status_code == 404 and "golden" in r.json()["error"]
 
 
@@ -79,12 +84,20 @@ async def test_base_only_applies_when_the_workspace_is_created(
 ) -> None:
     await persistent_run(alice, agent, "golden")
     await persistent_run(alice, agent, "other")
-    await status(alice, await submit(alice, workspace_id="fork", base_workspace_id="golden"), until="completed")
-    await status(alice, await submit(alice, workspace_id="fork", base_workspace_id="golden"), until="completed")
+    await status(
+        alice, await submit(alice, workspace_id="fork", base_workspace_id="golden"), until="completed"
+    )
+    await status(
+        alice, await submit(alice, workspace_id="fork", base_workspace_id="golden"), until="completed"
+    )
     await status(alice, await submit(alice, workspace_id="fork"), until="completed")  # no --base: fine
-    r = await alice.post("/mags-jobs", json={"script": "true", "workspace_id": "fork", "base_workspace_id": "other"})
+    r = await alice.post(
+        "/mags-jobs", json={"script": "true", "workspace_id": "fork", "base_workspace_id": "other"}
+    )
     assert r.status_code == 409 and "another base" in r.json()["error"]
-    r = await alice.post("/mags-jobs", json={"script": "true", "workspace_id": "other", "base_workspace_id": "golden"})
+    r = await alice.post(
+        "/mags-jobs", json={"script": "true", "workspace_id": "other", "base_workspace_id": "golden"}
+    )
     assert r.status_code == 409 and "without a base" in r.json()["error"]
 
 
@@ -109,7 +122,9 @@ async def test_new_run_replaces_a_finished_persistent_vm_after_its_final_sync(
     new_job = await submit(alice, "echo again", workspace_id="ws", persistent=True)
     # the old VM was stopped with a sync, its reason recorded, before the new one started
     old_vm = (await status(alice, old))["vm_id"]
-    assert [(sid, r.reason, r.sync) for sid, r in agent.stops] == [(old_vm, f"replaced by job {new_job}", True)]
+    assert [(sid, r.reason, r.sync) for sid, r in agent.stops] == [
+        (old_vm, f"replaced by job {new_job}", True)
+    ]
     done = await status(alice, old)
     assert done["status"] == "completed" and done["vm_status"] == "stopped" and done["exit_code"] == 0
     assert done["history"][-1]["reason"] == f"replaced by job {new_job}"
@@ -206,13 +221,17 @@ async def test_claims_never_run_two_sandboxes_on_one_workspace(
     assert [r.job_id for r in agent.created if r.job_id in ids] == ids  # in order, one after the other
     starts = {e.job_id: e.seq for e in agent.events_log if e.type == "started" and e.job_id in ids}
     stops = {
-        e.job_id: e.seq for e in agent.events_log if e.type == "state" and e.state == "stopped" and e.job_id in ids
+        e.job_id: e.seq
+        for e in agent.events_log
+        if e.type == "state" and e.state == "stopped" and e.job_id in ids
     }
-    for before, after in zip(ids, ids[1:], strict=False):
+    for before, after in itertools.pairwise(ids):
         assert stops[before] < starts[after]
 
 
-async def test_concurrent_new_calls_make_one_sandbox(alice: httpx.AsyncClient, agent: FakeAgentClient) -> None:
+async def test_concurrent_new_calls_make_one_sandbox(
+    alice: httpx.AsyncClient, agent: FakeAgentClient
+) -> None:
     answers = await asyncio.gather(*(new(alice, "race") for _ in range(5)))
     assert len({a.json()["request_id"] for a in answers}) == 1
     await vm_status(alice, answers[0].json()["request_id"], "running")
