@@ -74,6 +74,7 @@ class Settings(BaseModel):
 
     # --- SSH gateway (issue 7)
     ssh_enabled: bool = True
+    ssh_embedded: bool = True  # false: `python -m mags.ssh` runs the gateway elsewhere; keys are still issued
     ssh_port: int = 2222  # 0: any free port (embedded server only; tests)
     ssh_host: str | None = None  # what clients are told to connect to; default: the API's host
 

@@ -47,8 +47,8 @@ async def start_embedded_gateway(settings: Settings, db: Database, agents: Agent
     from mags.errors import ConfigError
 
     providers = app.state.access_providers
-    if not settings.ssh_enabled or "ssh" not in providers:
-        return None
+    if not settings.ssh_enabled or not settings.ssh_embedded or "ssh" not in providers:
+        return None  # no SSH, or the gateway is a process of its own
     try:
         gateway = await start_ssh_gateway(settings, db, agents)
     except ConfigError as exc:
