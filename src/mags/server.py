@@ -214,6 +214,10 @@ def serve(settings: Settings, *, loop: Literal["asyncio", "uvloop"] = "asyncio")
     uses vfork.  End to end that made the stock loop ~35% faster; the control plane alone is
     ~15% faster on uvloop, so flip the default once the agent spawns without fork.
     """
+    from mags.runtime.mountns import enter_private_mount_namespace
+
+    # before any thread exists: our mounts (workspace disks, scratch) then die with us
+    enter_private_mount_namespace()
     loop_factory: Any = None
     if loop == "uvloop":
         import uvloop

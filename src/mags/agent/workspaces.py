@@ -43,6 +43,9 @@ class WorkspaceMeta:
     layers: list[dict[str, str]] = field(default_factory=list)
 
 
+RELEASE_WAIT_S = 300.0
+
+
 def store_prefix(key: str) -> str:
     return f"ws/{key}/"
 
@@ -151,6 +154,7 @@ class WorkspaceManager:
     async def acquire(self, ref: WorkspaceRef, disk_gb: int, sandbox_id: str) -> tuple[Path, list[Path]]:
         """Prepare the workspace for a sandbox: (writable dir with upper/work, base layer dirs)."""
         key = self.check_key(ref.workspace_id)
+        await self._wait_released(key, sandbox_id)
         async with self._lock(key):
             holder = self._in_use.get(key)
             if holder is not None and holder != sandbox_id:
@@ -190,6 +194,16 @@ class WorkspaceManager:
             self._save_meta(meta)
             self._in_use[key] = sandbox_id
             return disk.mnt, layer_dirs
+
+    async def _wait_released(self, key: str, sandbox_id: str, timeout: float = RELEASE_WAIT_S) -> None:
+        """Wait while another sandbox still holds the workspace.
+
+        The control plane never runs two sandboxes on a workspace, so a holder here is one
+        that is ending (its final sync of a big workspace can take a while).
+        """
+        deadline = time.monotonic() + timeout
+        while self._in_use.get(key) not in (None, sandbox_id) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
 
     async def release(self, key: str, sandbox_id: str) -> None:
         async with self._lock(key):

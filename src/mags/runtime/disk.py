@@ -125,6 +125,16 @@ class Disk:
                 f.truncate(new)
             _run(["resize2fs", str(self.image)])
         else:
+            # resize2fs's own estimate includes metadata; ask it rather than fail half-way
+            est = _run(["resize2fs", "-P", str(self.image)]).stdout
+            blocks = int(est.strip().rsplit(":", 1)[-1]) if ":" in est else 0
+            if blocks * 4096 > new:
+                if was_mounted:
+                    self.mount()
+                raise Conflict(
+                    f"cannot shrink to {size_gb} GB: the files and filesystem metadata need "
+                    f"{blocks * 4096 / GB:.2f} GB (delete files first)"
+                )
             _run(["resize2fs", str(self.image), f"{new // 1024}K"])
             with open(self.image, "r+b") as f:
                 f.truncate(new)

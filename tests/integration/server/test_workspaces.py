@@ -112,7 +112,7 @@ def test_missing_base_is_404(server: ServerProc) -> None:
 
 def test_disk_full_gives_enospc_and_nothing_else_suffers(m: Mags, server: ServerProc) -> None:
     free_before = shutil.disk_usage(server.data_dir).free
-    r = m.run_and_wait("dd if=/dev/zero of=/root/fill bs=1M count=3000 2>&1 | tail -2; exit ${PIPESTATUS[0]}",
+    r = m.run_and_wait("dd if=/dev/zero of=/root/fill bs=1M count=3000 2>&1 | grep -i 'space'; exit ${PIPESTATUS[0]}",
                        workspace_id="tiny", disk_gb=1, timeout=300)
     assert r["status"] == "error" and r["exit_code"] != 0
     assert "No space left on device" in out(r)
@@ -124,12 +124,24 @@ def test_resize_keeps_files(m: Mags) -> None:
     run_ok(m, "head -c 300000000 /dev/urandom > /root/blob && sha256sum /root/blob > /root/sum",
            workspace_id="growme", persistent=True, disk_gb=1)
     stop_workspace(m, "growme")
-    info = m.resize("growme", disk_gb=3)
+    info = m.resize("growme", disk_gb=3)  # grow
     r = m.exec(info["request_id"], "sha256sum -c /root/sum && df -BG --output=size / | tail -1")
-    assert r["exit_code"] == 0 and "OK" in r["output"] and "3G" in r["output"]
+    assert r["exit_code"] == 0 and r["output"].split() == ["/root/blob:", "OK", "3G"], r
     stop_workspace(m, "growme")
-    with pytest.raises(MagsError):  # shrinking below the data is refused
+    info = m.resize("growme", disk_gb=1)  # shrink: 300 MB fit
+    r = m.exec(info["request_id"], "sha256sum -c /root/sum && df -BG --output=size / | tail -1")
+    assert r["exit_code"] == 0 and r["output"].split() == ["/root/blob:", "OK", "1G"], r
+    stop_workspace(m, "growme")
+    info = m.resize("growme", disk_gb=3)
+    assert m.exec(info["request_id"], "fallocate -l 1500M /root/big")["exit_code"] == 0
+    stop_workspace(m, "growme")
+    with pytest.raises(MagsError) as exc:  # shrinking below the data is refused...
         m.resize("growme", disk_gb=1)
+    assert "cannot shrink" in str(exc.value)
+    stop_workspace(m, "growme")
+    info = m.resize("growme", disk_gb=4)  # ...and loses nothing
+    r = m.exec(info["request_id"], "sha256sum -c /root/sum && stat -c %s /root/big && df -BG --output=size / | tail -1")
+    assert r["exit_code"] == 0 and r["output"].split() == ["/root/blob:", "OK", str(1500 * 1024**2), "4G"], r
     stop_workspace(m, "growme")
 
 
