@@ -46,9 +46,22 @@ def wait_vm(m: Mags, job_id: str, wanted: str, timeout: float = 30) -> dict:
     raise AssertionError(f"vm_status never became {wanted}: {m.status(job_id)}")
 
 
-def sandbox_cgroups(server: ServerProc) -> list[Path]:
-    base = Path("/sys/fs/cgroup/memory/mags")
-    return [d for a in base.iterdir() for d in a.iterdir() if d.is_dir()] if base.exists() else []
+def host_process(marker: str) -> tuple[int, Path] | None:
+    """The host pid of the process whose command line holds ``marker``, and its memory cgroup."""
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            if marker.encode() not in (d / "cmdline").read_bytes():
+                continue
+            for line in (d / "cgroup").read_text().splitlines():
+                _, ctrl, path = line.split(":", 2)
+                if ctrl in ("memory", ""):
+                    base = Path("/sys/fs/cgroup/memory") if ctrl == "memory" else Path("/sys/fs/cgroup")
+                    return int(d.name), base / path.lstrip("/")
+        except OSError:
+            continue
+    return None
 
 
 def test_new_exec_sees_files_then_stop(m: Mags) -> None:
@@ -77,14 +90,20 @@ def test_idle_sandbox_sleeps_frees_everything_and_exec_wakes_it(m: Mags, server:
     job = m.run("python3 -c 'print(1)'", workspace_id="sleepy", persistent=True,
                 startup_command="python3 -m http.server 9000 >/dev/null 2>&1")
     rid = job["request_id"]
-    st = m.wait(rid) if hasattr(m, "wait") else None
+    assert m.wait(rid)["exit_code"] == 0  # the script is done; the VM stays up
     running = wait_vm(m, rid, "running")
-    before = len(sandbox_cgroups(server))
-    m.exec(rid, "echo state > /root/s.txt")
+    marker = f"marker-{rid[:8]}"
+    m.exec(rid, f"echo state > /root/s.txt; (exec -a {marker} sleep 3600) >/dev/null 2>&1 &")
+    found = host_process(marker)
+    assert found is not None
+    pid, cgroup = found
+    assert cgroup.is_dir() and int((cgroup / "memory.usage_in_bytes").read_text()) > 0
     slept = wait_vm(m, rid, "sleeping", timeout=IDLE_S * 6)
     assert slept["status"] == "sleeping"
     assert any("idle" in (h["reason"] or "") for h in m.status(rid)["history"])
-    assert len(sandbox_cgroups(server)) < before  # its cgroup (processes, memory) is gone
+    # every process stopped, its memory freed: the sandbox's cgroup is gone
+    assert not Path(f"/proc/{pid}").exists() and host_process(marker) is None
+    assert not cgroup.exists()
     t = time.monotonic()
     r = m.exec(rid, "cat /root/s.txt; for i in $(seq 50); do curl -s -o /dev/null localhost:9000 && break; sleep 0.1; done; curl -s -o /dev/null -w '%{http_code}' localhost:9000")
     assert time.monotonic() - t < 10
@@ -92,7 +111,6 @@ def test_idle_sandbox_sleeps_frees_everything_and_exec_wakes_it(m: Mags, server:
     assert m.status(rid)["vm_status"] == "running"
     assert running["vm_id"] == m.status(rid)["vm_id"]
     m.stop(rid)
-    del st
 
 
 def test_busy_sandbox_is_not_put_to_sleep(m: Mags) -> None:

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import asyncssh
 import httpx
+import pytest
+from core.pg import postgres_server, skip_reason
 from sqlalchemy import update
 
+from mags.core.db import create_database
+from mags.core.ids import Clock, new_request_id
+from mags.core.jobs import JobStore, NewJob
+from mags.core.migrate import run_migrations
 from mags.core.schema import jobs
+from mags.core.tokens import TokenStore
 from mags.server import ControlPlane
 from mags.ssh.keys import MAX_KEYS_PER_JOB, SshKeyStore, generate_key_pair, public_key_text
 
@@ -87,3 +96,43 @@ async def test_keys_per_job_are_capped(cp: ControlPlane, alice: httpx.AsyncClien
         await store.issue(1, job["request_id"], job["vm_id"])
     assert await store.count(job["request_id"]) == MAX_KEYS_PER_JOB
     assert await store.find(first.fingerprint, first.public_key) is None  # the oldest went
+
+
+@pytest.fixture(scope="module")
+def pg_url() -> Iterator[str]:
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    with postgres_server() as url:
+        yield url
+
+
+async def test_key_store_on_postgres(pg_url: str) -> None:
+    db = create_database(pg_url)
+    try:
+        await run_migrations(db)
+        clock = Clock()
+        user = (await TokenStore(db, clock).ensure_user("pg-ssh"))._mapping["id"]
+        jobs_store = JobStore(db, clock)
+        ids = [new_request_id(), new_request_id()]
+        for i, rid in enumerate(ids):
+            await jobs_store.create(user, NewJob(request_id=rid, script="sleep infinity", persistent=True))
+            await db.write(
+                lambda c, rid=rid, i=i: c.execute(
+                    update(jobs).where(jobs.c.request_id == rid).values(vm_id=f"vm-{i}", vm_status="running")
+                )
+            )
+        store = SshKeyStore(db, clock)
+        k0 = await store.issue(user, ids[0], "vm-0")
+        k1 = await store.issue(user, ids[1], "vm-1")
+        found = await store.find(k0.fingerprint, k0.public_key)
+        assert found is not None and found.job_id == ids[0] and found.alive
+        assert await store.alive_jobs(ids) == set(ids)
+        await db.write(
+            lambda c: c.execute(update(jobs).where(jobs.c.request_id == ids[0]).values(vm_status="stopped"))
+        )
+        assert await store.revoke_dead() == 1
+        assert await store.find(k0.fingerprint, k0.public_key) is None
+        assert await store.find(k1.fingerprint, k1.public_key) is not None
+    finally:
+        await db.close()
