@@ -39,6 +39,7 @@ STALE_CLAIM_S = 60.0
 # ticks are noticed up to one poll late (more under load); never let that count as "missed"
 MIN_GRACE_S = 10.0
 DUE_BATCH = 500
+MAX_SUBMITS = 32  # submissions in flight at once (each is a few database transactions)
 STOP_WAIT_S = 5.0
 
 
@@ -75,6 +76,9 @@ class CronScheduler:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._stopping = False
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._inflight_runs: set[int] = set()
+        self._limit = asyncio.Semaphore(MAX_SUBMITS)
 
     @property
     def grace_s(self) -> float:
@@ -91,54 +95,91 @@ class CronScheduler:
         self._wake.set()
 
     async def stop(self) -> None:
-        """Finish the current pass (so no claimed run is left unsubmitted), then stop."""
+        """Finish the current pass and its submissions (bounded), then stop.
+
+        A submission still going after STOP_WAIT_S is cancelled; its run stays ``starting``
+        and the next start (or another server) takes it over.
+        """
         if self._task is None:
             return
         self._stopping = True
         self._wake.set()
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self._task), STOP_WAIT_S)
-        except TimeoutError:
-            self._task.cancel()
+        pending: list[asyncio.Task[None]] = [self._task]
+        if self._inflight:
+            _, still = await asyncio.wait(set(self._inflight), timeout=STOP_WAIT_S)
+            pending.extend(still)
+        for task in pending:
+            task.cancel()
+        for task in pending:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
         self._task = None
 
     async def _run(self) -> None:
         while not self._stopping:
             try:
-                await self.tick()
+                await self.tick(wait=False)
             except Exception:  # the database may be briefly unavailable; retried next poll
                 log.warning("cron pass failed", exc_info=True)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.interval)
             self._wake.clear()
 
-    async def tick(self) -> TickReport:
-        """One pass at ``clock()``: recover stale claims, then handle every due tick."""
+    async def tick(self, *, wait: bool = True) -> TickReport:
+        """One pass at ``clock()``: recover stale claims, then claim every due tick.
+
+        Claims are made one by one (each a short transaction); the claimed runs are submitted
+        concurrently, so one slow submission (a persistent run replacing its workspace's
+        previous sandbox waits for that sandbox's final sync) holds back no other cron.  With
+        ``wait`` the pass returns once its submissions are done (tests); the loop does not wait.
+        """
         now = self.clock()
         grace = self.grace_s
         report = TickReport()
+        claims: list[Claim] = []
         for run_id, claimed_at in await self.db.read(stale_runs, now - self.stale_claim_s):
+            if run_id in self._inflight_runs:  # ours, and still being submitted
+                continue
             claim = await self.db.write(reclaim, run_id, claimed_at, now, grace)
             if claim is not None:
                 report.recovered += 1
                 log.warning("cron %s: submitting run %s left unsubmitted by a stopped server", claim.cron_id, claim.request_id)
-                await self._submit(claim, report)
+                claims.append(claim)
         for cron_id, expected in await self.db.read(due_crons, now, DUE_BATCH):
             outcome = await self.db.write(claim_tick, cron_id, expected, now, grace, new_request_id())
             if outcome.kind == "claimed":
                 assert outcome.claim is not None
-                await self._submit(outcome.claim, report)
+                claims.append(outcome.claim)
             elif outcome.kind == "skipped":
                 report.skipped += 1
                 log.info("cron %s: %s", cron_id, outcome.reason)
             else:
                 report.lost += 1
+        tasks = [self._spawn(claim, report) for claim in claims]
+        if wait and tasks:
+            await asyncio.gather(*tasks)
         return report
+
+    def _spawn(self, claim: Claim, report: TickReport) -> asyncio.Task[None]:
+        task = asyncio.create_task(self._submit(claim, report), name=f"mags-cron-run-{claim.run_id}")
+        self._inflight.add(task)
+        self._inflight_runs.add(claim.run_id)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._inflight.discard(t)
+            self._inflight_runs.discard(claim.run_id)
+
+        task.add_done_callback(done)
+        return task
 
     async def _submit(self, claim: Claim, report: TickReport) -> None:
         """Submit a claimed run as a job and record whether it started."""
+        async with self._limit:
+            await self._submit_now(claim, report)
+
+    async def _submit_now(self, claim: Claim, report: TickReport) -> None:
         try:
             job = dataclasses.replace(parse_new_job(claim.body, self.settings), request_id=claim.request_id)
             done = await self.controller.submit(claim.user_id, job)

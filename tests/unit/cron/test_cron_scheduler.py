@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 from sqlalchemy import select
 
@@ -225,3 +227,26 @@ async def test_a_stale_claim_past_grace_is_recorded_as_failed(
     assert got["last_status"] == "failed_to_start" and got["last_job_id"] is None
     assert got["runs"][0]["reason"].startswith("the server stopped before the job was submitted")
     assert await fetch(cp.db, select(jobs.c.request_id)) == []
+
+
+async def test_the_background_loop_runs_due_ticks(
+    settings: Settings, agent: FakeAgentClient, clock: FakeClock
+) -> None:
+    from mags.server import build_control_plane
+
+    cp = await build_control_plane(settings, [agent], clock=clock)  # the loop runs
+    try:
+        assert cp.cron is not None
+        cp.cron.interval = 0.02
+        async with api_client(cp, await user_token(cp, "alice")) as alice:
+            await create(alice, name="looped", script="echo from the loop")
+            clock.now = FIRST
+            cp.cron.wake()
+            for _ in range(250):
+                got = await get(alice, "looped")
+                if got["last_status"] == "completed":
+                    break
+                await asyncio.sleep(0.02)
+            assert got["last_status"] == "completed" and len(got["runs"]) == 1
+    finally:
+        await cp.close()  # stops the loop and waits for its submissions
