@@ -250,3 +250,33 @@ async def test_the_background_loop_runs_due_ticks(
             assert got["last_status"] == "completed" and len(got["runs"]) == 1
     finally:
         await cp.close()  # stops the loop and waits for its submissions
+
+
+async def test_persistent_runs_follow_the_workspace_rules(
+    cp: ControlPlane, clock: FakeClock, alice: httpx.AsyncClient
+) -> None:
+    """Runs share their workspace like API jobs: the previous VM is replaced, a live `new` reused."""
+    await create(alice, name="pers", script="echo tick", persistent=True, workspace_id="shared")
+    await create(
+        alice, name="box", script="sleep infinity", persistent=True, workspace_id="box", overlap_policy="allow"
+    )
+    user = await uid(cp)
+    clock.now = FIRST
+    assert (await cp.cron.tick()).started == 2
+    first = (await get(alice, "pers"))["last_job_id"]
+    await wait_job(cp, user, first, "completed")  # the script ended, the persistent VM stays up
+    box = (await get(alice, "box"))["last_job_id"]
+    await wait_job(cp, user, box, "running")
+
+    clock.advance(MINUTE)
+    report = await cp.cron.tick()
+    assert report.started == 2 and report.failed == 0
+    pers = await get(alice, "pers")
+    second = pers["last_job_id"]
+    assert second != first and [r["status"] for r in pers["runs"]] == ["started", "started"]
+    await wait_job(cp, user, second, "completed")
+    old = (await cp.jobs.get(user, first))._mapping
+    assert old["vm_status"] == "stopped"  # replaced by the new run, not a 409 "workspace busy"
+    again = await get(alice, "box")
+    assert again["last_job_id"] == box  # the live sandbox answered the `sleep infinity` run
+    assert again["runs"][0]["job_id"] == box and "live sandbox" in again["runs"][0]["reason"]
