@@ -30,18 +30,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
-import httpx  # noqa: E402
+import httpx
 
-from mags import Mags  # noqa: E402
-from tests.integration.server_fixture import ServerProc, free_port  # noqa: E402
-from tests.integration.ssh.helpers import Access, client_opts, grant  # noqa: E402
+from mags import Mags
+from tests.integration.server_fixture import ServerProc, free_port
+from tests.integration.ssh.helpers import Access, client_opts, grant
 
 WARMUP = 3
 
 
 def pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+    return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
 
 
 def timed(fn: Callable[[], None], runs: int) -> list[float]:
@@ -75,7 +75,16 @@ def ssh_control_master(acc: Access, runs: int, tmp: Path) -> list[float]:
             if time.monotonic() > deadline or master.poll() is not None:
                 raise RuntimeError("ControlMaster did not start")
             time.sleep(0.05)
-        argv = ["ssh", *client_opts(acc.key, acc.port), "-S", str(sock), "-p", str(acc.port), f"root@{acc.host}", "true"]
+        argv = [
+            "ssh",
+            *client_opts(acc.key, acc.port),
+            "-S",
+            str(sock),
+            "-p",
+            str(acc.port),
+            f"root@{acc.host}",
+            "true",
+        ]
 
         def once() -> None:
             subprocess.run(argv, check=True, capture_output=True)

@@ -13,9 +13,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 import logging
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mags.config import Settings
@@ -38,7 +37,9 @@ async def start_ssh_gateway(
     return gateway
 
 
-async def start_embedded_gateway(settings: Settings, db: Database, agents: AgentLookup, app: Any) -> SshGateway | None:
+async def start_embedded_gateway(
+    settings: Settings, db: Database, agents: AgentLookup, app: Any
+) -> SshGateway | None:
     """The gateway inside ``mags server``: tells the app's ``"ssh"`` access provider its port.
 
     If the port is taken the server runs on without SSH (logged; the access call then says

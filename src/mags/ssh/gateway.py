@@ -100,7 +100,9 @@ class SshGateway:
                 keepalive_count_max=4,
             )
         except OSError as exc:
-            raise ConfigError(f"SSH gateway cannot listen on {bind}:{port or self.settings.ssh_port}: {exc}") from exc
+            raise ConfigError(
+                f"SSH gateway cannot listen on {bind}:{port or self.settings.ssh_port}: {exc}"
+            ) from exc
         self.port = int(self._server.sockets[0].getsockname()[1])
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop(), name="mags-ssh-sweeper")
         log.info("SSH gateway listening on %s:%d", bind, self.port)
@@ -140,7 +142,11 @@ class SshGateway:
         if target is None:
             banned = self.limiter.failure(peer)
             log.warning(
-                "ssh auth failed from %s: %s (key %s)%s", peer, reason, fingerprint, "; address banned" if banned else ""
+                "ssh auth failed from %s: %s (key %s)%s",
+                peer,
+                reason,
+                fingerprint,
+                "; address banned" if banned else "",
             )
         return target
 
@@ -290,7 +296,8 @@ class _Connection(asyncssh.SSHServer):
     def _disconnect_banned(self) -> None:
         with contextlib.suppress(Exception):
             self._conn.disconnect(
-                asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, "too many failed authentications; try again later"
+                asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE,
+                "too many failed authentications; try again later",
             )
 
     def auth_completed(self) -> None:

@@ -68,28 +68,29 @@ def public_key_text(key: Any) -> str:
 # ---------------------------------------------------------------------------- queries
 def _insert(conn: Connection, values: dict[str, Any]) -> None:
     conn.execute(insert(ssh_keys), values)
-    old = conn.execute(
-        select(ssh_keys.c.id)
-        .where(ssh_keys.c.job_id == values["job_id"])
-        .order_by(ssh_keys.c.id.desc())
-        .offset(MAX_KEYS_PER_JOB)
-    ).scalars().all()
+    old = (
+        conn.execute(
+            select(ssh_keys.c.id)
+            .where(ssh_keys.c.job_id == values["job_id"])
+            .order_by(ssh_keys.c.id.desc())
+            .offset(MAX_KEYS_PER_JOB)
+        )
+        .scalars()
+        .all()
+    )
     if old:
         conn.execute(delete(ssh_keys).where(ssh_keys.c.id.in_(old)))
 
 
-_LOOKUP = (
-    select(
-        ssh_keys.c.public_key,
-        ssh_keys.c.job_id,
-        ssh_keys.c.vm_id,
-        ssh_keys.c.user_id,
-        jobs.c.vm_id.label("job_vm_id"),
-        jobs.c.agent_id,
-        jobs.c.vm_status,
-    )
-    .select_from(ssh_keys.join(jobs, jobs.c.request_id == ssh_keys.c.job_id))
-)
+_LOOKUP = select(
+    ssh_keys.c.public_key,
+    ssh_keys.c.job_id,
+    ssh_keys.c.vm_id,
+    ssh_keys.c.user_id,
+    jobs.c.vm_id.label("job_vm_id"),
+    jobs.c.agent_id,
+    jobs.c.vm_status,
+).select_from(ssh_keys.join(jobs, jobs.c.request_id == ssh_keys.c.job_id))
 
 
 def _lookup(conn: Connection, fingerprint: str) -> Any:

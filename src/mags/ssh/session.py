@@ -140,7 +140,14 @@ class AttachSession(ChannelBridge, asyncssh.SSHServerSession):  # type: ignore[t
         if self._pty and self._term:
             env["TERM"] = self._term
         return json.dumps(
-            {"command": self._argv, "pty": self._pty, "rows": self._rows, "cols": self._cols, "env": env, "cwd": "/root"}
+            {
+                "command": self._argv,
+                "pty": self._pty,
+                "rows": self._rows,
+                "cols": self._cols,
+                "env": env,
+                "cwd": "/root",
+            }
         )
 
     async def _run(self) -> None:

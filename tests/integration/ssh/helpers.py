@@ -40,15 +40,37 @@ class Access:
             fh.write(answer["ssh_private_key"])
 
     def ssh_argv(self, *extra: str, key: Path | None = None) -> list[str]:
-        return ["ssh", *client_opts(key or self.key, self.port), "-p", str(self.port), *extra, f"{self.user}@{self.host}"]
+        return [
+            "ssh",
+            *client_opts(key or self.key, self.port),
+            "-p",
+            str(self.port),
+            *extra,
+            f"{self.user}@{self.host}",
+        ]
 
     def ssh(self, command: str, *extra: str, input: bytes | None = None, key: Path | None = None,
             timeout: float = 60) -> subprocess.CompletedProcess[bytes]:  # fmt: skip
-        return subprocess.run([*self.ssh_argv(*extra, key=key), command], input=input, capture_output=True, timeout=timeout)
+        return subprocess.run(
+            [*self.ssh_argv(*extra, key=key), command],
+            input=input,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
 
-    def scp(self, *args: str, legacy: bool = False, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
-        argv = ["scp", *client_opts(self.key, self.port), "-P", str(self.port), *(["-O"] if legacy else []), *args]
-        return subprocess.run(argv, capture_output=True, timeout=timeout)
+    def scp(
+        self, *args: str, legacy: bool = False, timeout: float = 60
+    ) -> subprocess.CompletedProcess[bytes]:
+        argv = [
+            "scp",
+            *client_opts(self.key, self.port),
+            "-P",
+            str(self.port),
+            *(["-O"] if legacy else []),
+            *args,
+        ]
+        return subprocess.run(argv, capture_output=True, timeout=timeout, check=False)
 
     def remote(self, path: str) -> str:
         return f"{self.user}@{self.host}:{path}"
@@ -70,10 +92,14 @@ class Tmux:
         self.socket, self.name = str(socket), name
 
     def run(self, *args: str) -> str:
-        out = subprocess.run(["tmux", "-S", self.socket, *args], capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["tmux", "-S", self.socket, *args], capture_output=True, text=True, timeout=10, check=False
+        )
         return out.stdout
 
-    def start(self, argv: list[str], env: dict[str, str] | None = None, cols: int = 100, rows: int = 30) -> None:
+    def start(
+        self, argv: list[str], env: dict[str, str] | None = None, cols: int = 100, rows: int = 30
+    ) -> None:
         import shlex
 
         envs = [a for k, v in (env or {}).items() for a in ("-e", f"{k}={v}")]
@@ -104,4 +130,6 @@ class Tmux:
         self.run("resize-window", "-t", self.name, "-x", str(cols), "-y", str(rows))
 
     def kill(self) -> None:
-        subprocess.run(["tmux", "-S", self.socket, "kill-server"], capture_output=True, timeout=10)
+        subprocess.run(
+            ["tmux", "-S", self.socket, "kill-server"], capture_output=True, timeout=10, check=False
+        )

@@ -19,7 +19,9 @@ from tests.integration.ssh.helpers import Tmux, missing_binaries
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root (sandboxes)"),
-    pytest.mark.skipif(bool(missing_binaries()), reason=f"OpenSSH client tools missing: {missing_binaries()}"),
+    pytest.mark.skipif(
+        bool(missing_binaries()), reason=f"OpenSSH client tools missing: {missing_binaries()}"
+    ),
 ]
 IDLE_S = 3
 
@@ -27,8 +29,13 @@ IDLE_S = 3
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
     base = tmp_path_factory.mktemp("mags-ssh")
-    srv = ServerProc(base / "data", base / "home", free_port(), "namespaces",
-                     extra_env={"MAGS_SSH_PORT": str(free_port()), "MAGS_IDLE_TIMEOUT_S": str(IDLE_S)}).start()  # fmt: skip
+    srv = ServerProc(
+        base / "data",
+        base / "home",
+        free_port(),
+        "namespaces",
+        extra_env={"MAGS_SSH_PORT": str(free_port()), "MAGS_IDLE_TIMEOUT_S": str(IDLE_S)},
+    ).start()
     yield srv
     srv.stop(signal.SIGKILL)
 
@@ -59,7 +66,7 @@ def test_mags_ssh_print_wakes_a_sleeping_sandbox(server: ServerProc, m: Mags) ->
     assert argv[0] == "ssh" and argv[-1].startswith("root@")
     t = time.monotonic()
     out = subprocess.run([*argv[:-1], "-o", "BatchMode=yes", argv[-1], "echo awake; hostname"],
-                         capture_output=True, timeout=60)  # fmt: skip
+                         capture_output=True, timeout=60, check=False)  # fmt: skip
     woke_s = time.monotonic() - t
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == [b"awake", b"mags-vm"]
@@ -100,5 +107,10 @@ def test_mags_ssh_restarts_a_stopped_sandbox(server: ServerProc, m: Mags) -> Non
     new = m.find_job("sleepy")
     assert new is not None and old is not None and new["request_id"] != old["request_id"]
     argv = shlex.split(r.stdout.strip())
-    out = subprocess.run([*argv[:-1], "-o", "BatchMode=yes", argv[-1], "echo back"], capture_output=True, timeout=60)
+    out = subprocess.run(
+        [*argv[:-1], "-o", "BatchMode=yes", argv[-1], "echo back"],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
     assert out.stdout == b"back\n", out.stderr

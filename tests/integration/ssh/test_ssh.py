@@ -22,7 +22,9 @@ from tests.integration.ssh.helpers import Access, Tmux, client_opts, grant, miss
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root (sandboxes)"),
-    pytest.mark.skipif(bool(missing_binaries()), reason=f"OpenSSH client tools missing: {missing_binaries()}"),
+    pytest.mark.skipif(
+        bool(missing_binaries()), reason=f"OpenSSH client tools missing: {missing_binaries()}"
+    ),
 ]
 
 
@@ -73,8 +75,9 @@ def test_stdin_piping_with_tar(box: Access, tmp_path: Path) -> None:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-    r = box.ssh("rm -rf /root/tarred && mkdir /root/tarred && tar x -C /root/tarred && sha256sum /root/tarred/a.bin "
-                "&& cat /root/tarred/dir/b.txt", input=buf.getvalue())  # fmt: skip
+    untar = "rm -rf /root/tarred && mkdir /root/tarred && tar x -C /root/tarred"
+    check = "sha256sum /root/tarred/a.bin && cat /root/tarred/dir/b.txt"
+    r = box.ssh(f"{untar} && {check}", input=buf.getvalue())
     assert r.returncode == 0, r.stderr
     out = r.stdout.decode().split("\n")
     assert out[0].split()[0] == hashlib.sha256(payload).hexdigest() and out[1] == "hello"
@@ -129,7 +132,7 @@ def test_scp_up_and_down_byte_exact(box: Access, tmp_path: Path) -> None:
 def test_sftp_ls(box: Access, tmp_path: Path) -> None:
     box.ssh("mkdir -p /root/sftpdir && touch /root/sftpdir/visible-file")
     argv = ["sftp", "-b", "-", "-P", str(box.port), *client_opts(box.key, box.port), f"{box.user}@{box.host}"]
-    r = subprocess.run(argv, input=b"cd /root/sftpdir\nls -l\n", capture_output=True, timeout=60)
+    r = subprocess.run(argv, input=b"cd /root/sftpdir\nls -l\n", capture_output=True, timeout=60, check=False)
     assert r.returncode == 0, r.stderr
     assert b"visible-file" in r.stdout
 
@@ -141,8 +144,10 @@ def _free_local_port() -> int:
 
 
 def test_local_port_forwarding_to_http_server(box: Access) -> None:
-    r = box.ssh("mkdir -p /root/web && echo forwarded-ok > /root/web/index.txt && "
-                "(nohup python3 -m http.server 8000 --directory /root/web >/dev/null 2>&1 &) ; sleep 0.5")  # fmt: skip
+    r = box.ssh(
+        "mkdir -p /root/web && echo forwarded-ok > /root/web/index.txt && "
+        "(nohup python3 -m http.server 8000 --directory /root/web >/dev/null 2>&1 &) ; sleep 0.5"
+    )
     assert r.returncode == 0, r.stderr
     local = _free_local_port()
     bad = _free_local_port()
@@ -172,7 +177,9 @@ def test_local_port_forwarding_to_http_server(box: Access) -> None:
         tunnel.communicate(timeout=10)
 
 
-def test_wrong_key_and_other_sandboxs_key(m: Mags, server: ServerProc, box: Access, keys: Path, tmp_path: Path) -> None:
+def test_wrong_key_and_other_sandboxs_key(
+    m: Mags, server: ServerProc, box: Access, keys: Path, tmp_path: Path
+) -> None:
     wrong = tmp_path / "wrong.key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(wrong)], check=True)
     r = box.ssh("true", key=wrong)
@@ -180,7 +187,7 @@ def test_wrong_key_and_other_sandboxs_key(m: Mags, server: ServerProc, box: Acce
     # a user other than root is refused, even with the right key
     argv = box.ssh_argv()
     argv[-1] = f"admin@{box.host}"
-    r = subprocess.run([*argv, "true"], capture_output=True, timeout=60)
+    r = subprocess.run([*argv, "true"], capture_output=True, timeout=60, check=False)
     assert r.returncode == 255 and b"Permission denied" in r.stderr
     # another sandbox's key never opens this one: the key decides the sandbox
     other_job = m.new("sshother")

@@ -18,7 +18,9 @@ from tests.integration.ssh.helpers import grant, missing_binaries
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root (sandboxes)"),
-    pytest.mark.skipif(bool(missing_binaries()), reason=f"OpenSSH client tools missing: {missing_binaries()}"),
+    pytest.mark.skipif(
+        bool(missing_binaries()), reason=f"OpenSSH client tools missing: {missing_binaries()}"
+    ),
 ]
 
 
@@ -26,8 +28,13 @@ pytestmark = [
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
     base = tmp_path_factory.mktemp("ssh-standalone")
     port = free_port()
-    srv = ServerProc(base / "data", base / "home", free_port(), "namespaces",
-                     extra_env={"MAGS_SSH_PORT": str(port), "MAGS_SSH_EMBEDDED": "false"}).start()  # fmt: skip
+    srv = ServerProc(
+        base / "data",
+        base / "home",
+        free_port(),
+        "namespaces",
+        extra_env={"MAGS_SSH_PORT": str(port), "MAGS_SSH_EMBEDDED": "false"},
+    ).start()
     yield srv
     srv.stop(signal.SIGKILL)
 

@@ -19,7 +19,9 @@ from .conftest import ssh_access, start_sandbox
 from .fake_streams import StreamingFakeAgent
 
 
-async def connect(gateway: SshGateway, private_key: str, username: str = "root") -> asyncssh.SSHClientConnection:
+async def connect(
+    gateway: SshGateway, private_key: str, username: str = "root"
+) -> asyncssh.SSHClientConnection:
     return await asyncssh.connect(
         "127.0.0.1", gateway.port, username=username, known_hosts=None, agent_path=None,
         client_keys=[asyncssh.import_private_key(private_key)], preferred_auth="publickey",
@@ -50,7 +52,10 @@ async def test_exec_separates_streams_and_returns_the_exit_code(
     sandbox_id, ws = agent.attaches[-1]
     assert sandbox_id == box["vm_id"]
     assert ws.first is not None and ws.first["pty"] is False and ws.first["cwd"] == "/root"
-    assert ws.first["command"][:2] == ["/bin/sh", "-c"] and ws.first["command"][-1] == "echo out; echo err >&2; exit 3"
+    assert (
+        ws.first["command"][:2] == ["/bin/sh", "-c"]
+        and ws.first["command"][-1] == "echo out; echo err >&2; exit 3"
+    )
 
 
 async def test_stdin_is_piped_with_its_eof(conn: asyncssh.SSHClientConnection) -> None:
@@ -74,7 +79,7 @@ async def test_killed_process_reports_exit_signal(conn: asyncssh.SSHClientConnec
 async def test_pty_env_resize_and_signals_are_forwarded(
     conn: asyncssh.SSHClientConnection, agent: StreamingFakeAgent
 ) -> None:
-    chan, session = await conn.create_session(
+    chan, _ = await conn.create_session(
         asyncssh.SSHClientSession, "sleep 30", term_type="vt220", term_size=(100, 40),
         env={"LANG": "C.UTF-8", "SECRET_FROM_CLIENT": "x"}, encoding=None,
     )  # fmt: skip

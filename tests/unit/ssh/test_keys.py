@@ -40,7 +40,9 @@ async def test_access_issues_a_key_bound_to_that_sandbox(cp: ControlPlane, alice
     assert len(rows) == 1 and "PRIVATE" not in repr(rows)
 
 
-async def test_a_forged_key_with_a_known_fingerprint_is_refused(cp: ControlPlane, alice: httpx.AsyncClient) -> None:
+async def test_a_forged_key_with_a_known_fingerprint_is_refused(
+    cp: ControlPlane, alice: httpx.AsyncClient
+) -> None:
     job = await start_sandbox(alice, "dev")
     answer = await ssh_access(alice, job["request_id"])
     store = SshKeyStore(cp.db, cp.clock)
@@ -78,14 +80,20 @@ async def test_keys_are_revoked_when_the_vm_stops(cp: ControlPlane, alice: httpx
     assert await store.count(two["request_id"]) == 1  # the other sandbox's key stays
 
 
-async def test_a_key_of_an_earlier_vm_of_the_same_job_is_refused(cp: ControlPlane, alice: httpx.AsyncClient) -> None:
+async def test_a_key_of_an_earlier_vm_of_the_same_job_is_refused(
+    cp: ControlPlane, alice: httpx.AsyncClient
+) -> None:
     job = await start_sandbox(alice, "dev")
     answer = await ssh_access(alice, job["request_id"])
     key = asyncssh.import_private_key(answer["ssh_private_key"])
     await cp.db.write(
-        lambda c: c.execute(update(jobs).where(jobs.c.request_id == job["request_id"]).values(vm_id="vm-other"))
+        lambda c: c.execute(
+            update(jobs).where(jobs.c.request_id == job["request_id"]).values(vm_id="vm-other")
+        )
     )
-    assert await SshKeyStore(cp.db, cp.clock).find(answer["ssh_key_fingerprint"], public_key_text(key)) is None
+    assert (
+        await SshKeyStore(cp.db, cp.clock).find(answer["ssh_key_fingerprint"], public_key_text(key)) is None
+    )
 
 
 async def test_keys_per_job_are_capped(cp: ControlPlane, alice: httpx.AsyncClient) -> None:
