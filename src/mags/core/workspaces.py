@@ -399,9 +399,9 @@ class WorkspaceStore:
     async def expired_locals(self, retention_s: float, limit: int = 100) -> list[Row[Any]]:
         return await self.db.read_heavy(_expired_locals, self.clock(), retention_s, limit)
 
-    async def mark_deleting(self, ws_id: int) -> bool:
+    async def mark_deleting(self, ws_id: int, retention_s: float) -> bool:
         """Start deleting an expired workspace unless a job took it meanwhile; True if marked."""
-        return await self.db.write(_mark_expired, ws_id, self.clock())
+        return await self.db.write(_mark_expired, ws_id, self.clock(), retention_s)
 
     async def gc_candidates(self, full_every_s: float, limit: int = 20) -> list[Row[Any]]:
         return await self.db.read_heavy(_gc_candidates, self.clock(), full_every_s, limit)
@@ -413,14 +413,18 @@ class WorkspaceStore:
         await self.db.write(_gc_done, ws_id, self.clock(), grace_s)
 
 
-def _mark_expired(conn: Connection, ws_id: int, now: float) -> bool:
+def _mark_expired(conn: Connection, ws_id: int, now: float, retention_s: float) -> bool:
     row = conn.execute(select(workspaces).where(workspaces.c.id == ws_id)).first()
     if row is None:
         return False
     m = row._mapping
     if m["deleting_at"] is not None:
         return True  # finishing an interrupted delete
-    if live_jobs(conn, m["user_id"], m["name"]):
+    # checked again inside the write: a submit may have renewed it since the janitor looked
+    until = m["expires_at"]
+    if until is None:
+        until = (m["last_used_at"] or m["created_at"]) + retention_s
+    if m["mode"] != "local" or until > now or live_jobs(conn, m["user_id"], m["name"]):
         return False
     conn.execute(update(workspaces).where(workspaces.c.id == ws_id).values(deleting_at=now))
     return True

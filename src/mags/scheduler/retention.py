@@ -103,7 +103,8 @@ class Janitor:
         expired: list[str] = []
         for row in await self.workspaces.expired_locals(self.settings.local_workspace_retention_s):
             m = row._mapping
-            if not await self.workspaces.mark_deleting(m["id"]):
+            retention = self.settings.local_workspace_retention_s
+            if not await self.workspaces.mark_deleting(m["id"], retention):
                 continue  # a job took it meanwhile
             try:
                 await self.admin.purge(row)

@@ -200,3 +200,17 @@ async def test_gc_keeps_heads_and_fork_layers_and_removes_the_rest(
     assert done["gc"][0]["snapshots_deleted"] == 1
     left = {i.key.rsplit("/", 1)[-1] for i in store.list(f"ws/{gkey}/snapshots/")}
     assert left == {snaps[2]}
+
+
+async def test_expiry_loses_to_a_submit_that_renewed_the_workspace(
+    cp: ControlPlane, alice: httpx.AsyncClient
+) -> None:
+    await status(alice, await submit(alice, workspace_id="tmp"), until="completed")
+    await execute(cp.db, update(workspaces).values(expires_at=time.time() - 1))
+    store = cp.controller.workspaces
+    retention = cp.settings.local_workspace_retention_s
+    [row] = await store.expired_locals(retention)
+    # a submission on it lands between the janitor's look and its delete
+    await store.prepare(await user_id(cp, "alice"), "tmp", mode="local", disk_gb=2, base=None)
+    assert await store.mark_deleting(row._mapping["id"], retention) is False
+    assert (await workspace(cp, "alice", "tmp"))["deleting_at"] is None  # type: ignore[index]
