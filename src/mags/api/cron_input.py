@@ -123,12 +123,6 @@ def parse_cron_update(body: dict[str, Any], current: Any, settings: Settings, no
     if not new["enabled"]:
         if m["next_run_at"] is not None:
             values["next_run_at"] = None
-    elif (
-        not m["enabled"]
-        or m["next_run_at"] is None
-        or "cron_expression" in values
-        or "timezone" in values
-    ):
+    elif not m["enabled"] or m["next_run_at"] is None or "cron_expression" in values or "timezone" in values:
         values["next_run_at"] = schedule.next_after(now)
     return values
-

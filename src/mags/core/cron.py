@@ -185,7 +185,9 @@ class CronStore:
         """A cron job by id or name; NotFound if the user has none."""
         return await self.db.read(_find, user_id, ref)
 
-    async def get_with_runs(self, user_id: int, ref: str, limit: int = DEFAULT_RUNS) -> tuple[Row[Any], list[Row[Any]]]:
+    async def get_with_runs(
+        self, user_id: int, ref: str, limit: int = DEFAULT_RUNS
+    ) -> tuple[Row[Any], list[Row[Any]]]:
         """A cron job and its most recent runs, newest first."""
         return await self.db.read(_find_with_runs, user_id, ref, limit)
 

@@ -49,7 +49,7 @@ _FIELDS: tuple[tuple[str, int, int, tuple[str, ...]], ...] = (
 # one list item in the plain syntax: `*`, `N`, `N-M`, each with an optional `/STEP`
 _ITEM = re.compile(r"(?P<base>\*|[A-Za-z0-9]+(?:-[A-Za-z0-9]+)?)(?:/(?P<step>.*))?")
 # extensions croniter understands (L, W, #, ?); croniter itself judges items using them
-_EXTENDED = re.compile(r"[LW#?]", re.I)
+_EXTENDED = re.compile(r"[LW#?]", re.IGNORECASE)
 
 
 def _fail(expression: str, problem: str) -> ValidationError:
@@ -110,7 +110,7 @@ def parse_timezone(value: object) -> str:
     if value is None or value == "":
         return DEFAULT_TIMEZONE
     if not isinstance(value, str) or len(value) > MAX_TIMEZONE_CHARS:
-        raise ValidationError("timezone must be an IANA time zone name such as \"Europe/Berlin\" or \"UTC\"")
+        raise ValidationError('timezone must be an IANA time zone name such as "Europe/Berlin" or "UTC"')
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError, OSError):
@@ -200,4 +200,3 @@ def parse_schedule(expression: object, timezone: object = None, *, now: float | 
     if now is not None and schedule.next_after(now) is None:
         raise _fail(str(expression), "never matches a date")
     return schedule
-

@@ -29,7 +29,15 @@ from mags.core.db import Database
 from mags.core.ids import new_request_id
 from mags.errors import MagsError
 from mags.scheduler.control import JobController
-from mags.scheduler.cron_claim import Claim, claim_tick, due_crons, mark_failed, mark_started, reclaim, stale_runs
+from mags.scheduler.cron_claim import (
+    Claim,
+    claim_tick,
+    due_crons,
+    mark_failed,
+    mark_started,
+    reclaim,
+    stale_runs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +153,11 @@ class CronScheduler:
             claim = await self.db.write(reclaim, run_id, claimed_at, now, grace)
             if claim is not None:
                 report.recovered += 1
-                log.warning("cron %s: submitting run %s left unsubmitted by a stopped server", claim.cron_id, claim.request_id)
+                log.warning(
+                    "cron %s: submitting run %s left unsubmitted by a stopped server",
+                    claim.cron_id,
+                    claim.request_id,
+                )
                 claims.append(claim)
         for cron_id, expected in await self.db.read(due_crons, now, DUE_BATCH):
             outcome = await self.db.write(claim_tick, cron_id, expected, now, grace, new_request_id())
@@ -198,7 +210,11 @@ class CronScheduler:
         else:
             # a `sleep infinity` persistent run may be answered with the workspace's live sandbox
             job_id = getattr(done, "request_id", None) or claim.request_id
-            reason = None if job_id == claim.request_id else f"the workspace's live sandbox (job {job_id}) was reused"
+            reason = (
+                None
+                if job_id == claim.request_id
+                else f"the workspace's live sandbox (job {job_id}) was reused"
+            )
             await self.db.write(mark_started, claim.run_id, claim.request_id, job_id, reason)
             report.started += 1
 

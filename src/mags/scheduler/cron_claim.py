@@ -138,7 +138,11 @@ def _skip(conn: Connection, cron_id: str, at: float, reason: str, now: float) ->
 
 
 def _missed_text(count: int) -> str:
-    return f"{MISSED_COUNT_CAP} or more runs" if count >= MISSED_COUNT_CAP else f"{count} run{'s' * (count != 1)}"
+    return (
+        f"{MISSED_COUNT_CAP} or more runs"
+        if count >= MISSED_COUNT_CAP
+        else f"{count} run{'s' * (count != 1)}"
+    )
 
 
 def claim_tick(
@@ -218,9 +222,7 @@ def claim_tick(
         .values(last_run_at=now, last_job_id=request_id, last_run_status=RUN_STARTING, last_reason=None)
     )
     _prune(conn, cron_id)
-    return TickOutcome(
-        "claimed", Claim(run_id, cron_id, int(m["user_id"]), request_id, latest, job_body(m))
-    )
+    return TickOutcome("claimed", Claim(run_id, cron_id, int(m["user_id"]), request_id, latest, job_body(m)))
 
 
 def mark_started(

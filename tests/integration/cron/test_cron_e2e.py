@@ -45,7 +45,10 @@ def test_cron_runs_a_real_job_and_the_cli_and_sdk_see_it(tmp_path: Path) -> None
 
         deadline = time.monotonic() + RUN_WAIT_S
         tick = m.cron_get("tick")
-        while tick["last_status"] not in ("completed", "error", "failed_to_start") and time.monotonic() < deadline:
+        while (
+            tick["last_status"] not in ("completed", "error", "failed_to_start")
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.5)
             tick = m.cron_get("tick")
         assert tick["last_status"] == "completed", (tick, srv.log())

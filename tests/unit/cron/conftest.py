@@ -38,7 +38,7 @@ class FakeClock(Clock):
 
 def ts(text: str) -> float:
     """Epoch seconds of an ISO-8601 UTC time (``...Z``)."""
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    return datetime.fromisoformat(text).timestamp()
 
 
 async def manual_control_plane(settings: Settings, agents: list[Any], clock: FakeClock) -> ControlPlane:
@@ -49,7 +49,9 @@ async def manual_control_plane(settings: Settings, agents: list[Any], clock: Fak
     return cp
 
 
-async def wait_job(cp: ControlPlane, user_id: int, job_id: str, *statuses: str, timeout: float = 5) -> dict[str, Any]:
+async def wait_job(
+    cp: ControlPlane, user_id: int, job_id: str, *statuses: str, timeout: float = 5
+) -> dict[str, Any]:
     """Poll until the job's status is one of ``statuses`` (default: finished)."""
     wanted = statuses or ("completed", "error")
 

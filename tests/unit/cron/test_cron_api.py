@@ -111,7 +111,9 @@ async def test_patch_recomputes_next_run_at(cp: ControlPlane, alice: httpx.Async
     # other fields keep the next run
     r = await alice.patch(url, json={"script": "echo changed", "environment": {"A": "1"}, "timezone": None})
     body = r.json()
-    assert body["script"] == "echo changed" and body["environment_keys"] == ["A"] and body["timezone"] == "UTC"
+    assert (
+        body["script"] == "echo changed" and body["environment_keys"] == ["A"] and body["timezone"] == "UTC"
+    )
     assert body["next_run_at"] == "2030-01-01T06:00:00.000Z"
     assert ts(body["updated_at"]) == START
 

@@ -7,9 +7,11 @@ from collections import Counter
 from collections.abc import Iterator
 
 import pytest
+from core.pg import postgres_server, skip_reason
+from scheduler.fake_agent import FakeAgentClient
+from scheduler.helpers import api_client, fetch, user_token
 from sqlalchemy import select
 
-from core.pg import postgres_server, skip_reason
 from cron.conftest import START, FakeClock, create, manual_control_plane
 from mags.config import Settings
 from mags.core.cron import CronStore, NewCron
@@ -19,8 +21,6 @@ from mags.core.migrate import run_migrations
 from mags.core.schema import cron_runs, jobs
 from mags.core.tokens import TokenStore
 from mags.scheduler.cron_claim import claim_tick
-from scheduler.fake_agent import FakeAgentClient
-from scheduler.helpers import api_client, fetch, user_token
 
 TICKS = 50
 CRONS = 3
@@ -47,7 +47,10 @@ async def test_two_schedulers_race_for_every_tick(settings: Settings, clock: Fak
                 assert report.failed == 0 and report.skipped == 0 and report.recovered == 0
         assert started["a"] + started["b"] == TICKS * CRONS
 
-        runs = await fetch(a.db, select(cron_runs.c.cron_id, cron_runs.c.scheduled_for, cron_runs.c.status, cron_runs.c.job_id))
+        runs = await fetch(
+            a.db,
+            select(cron_runs.c.cron_id, cron_runs.c.scheduled_for, cron_runs.c.status, cron_runs.c.job_id),
+        )
         assert len(runs) == TICKS * CRONS
         assert {r.status for r in runs} == {"started"}
         per_cron = Counter(r.cron_id for r in runs)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+from scheduler.fake_agent import FakeAgentClient
+from scheduler.helpers import api_client, fetch, user_token
 from sqlalchemy import select
 
 from cron.conftest import START, FakeClock, create, manual_control_plane, ts, uid, wait_job
@@ -13,8 +15,6 @@ from mags.core.ids import new_request_id
 from mags.core.schema import cron_runs, jobs
 from mags.scheduler.cron_claim import claim_tick
 from mags.server import ControlPlane
-from scheduler.fake_agent import FakeAgentClient
-from scheduler.helpers import api_client, fetch, user_token
 
 MINUTE = 60.0
 FIRST = START + 30  # the first minute boundary after START
@@ -47,7 +47,11 @@ async def test_due_tick_runs_as_a_normal_job(
     assert job["status"] == "completed" and job["exit_code"] == 0
     assert job["name"] == "hello" and job["workspace_id"] == "ws"
     req = agent.created[-1]
-    assert req.job_id == job_id and req.script == "echo hello from cron" and req.environment == {"GREETING": "hi"}
+    assert (
+        req.job_id == job_id
+        and req.script == "echo hello from cron"
+        and req.environment == {"GREETING": "hi"}
+    )
     assert req.workspace is not None and req.workspace.mode == "local"
     logs = (await alice.get(f"/mags-jobs/{job_id}/logs")).json()["logs"]
     assert [line["message"] for line in logs] == ["hello from cron"]
@@ -161,7 +165,9 @@ async def test_disable_and_enable(cp: ControlPlane, clock: FakeClock, alice: htt
     assert len((await get(alice, "toggle"))["runs"]) == 1
 
 
-async def test_deleted_cron_stops_running(cp: ControlPlane, clock: FakeClock, alice: httpx.AsyncClient) -> None:
+async def test_deleted_cron_stops_running(
+    cp: ControlPlane, clock: FakeClock, alice: httpx.AsyncClient
+) -> None:
     await create(alice, name="gone")
     clock.now = FIRST
     assert (await cp.cron.tick()).started == 1
@@ -258,7 +264,12 @@ async def test_persistent_runs_follow_the_workspace_rules(
     """Runs share their workspace like API jobs: the previous VM is replaced, a live `new` reused."""
     await create(alice, name="pers", script="echo tick", persistent=True, workspace_id="shared")
     await create(
-        alice, name="box", script="sleep infinity", persistent=True, workspace_id="box", overlap_policy="allow"
+        alice,
+        name="box",
+        script="sleep infinity",
+        persistent=True,
+        workspace_id="box",
+        overlap_policy="allow",
     )
     user = await uid(cp)
     clock.now = FIRST

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -111,4 +112,4 @@ def test_dst_fall_back_interval_schedule_ticks_through_both_hours() -> None:
     ]
     # consecutive UTC times are always 30 minutes apart: nothing doubled, nothing skipped
     stamps = [datetime.fromisoformat(r).timestamp() for r in runs]
-    assert {b - a for a, b in zip(stamps, stamps[1:])} == {1800.0}
+    assert {b - a for a, b in itertools.pairwise(stamps)} == {1800.0}
