@@ -50,8 +50,10 @@ async def start_embedded_gateway(
     providers = app.state.access_providers
     if not settings.ssh_enabled or not settings.ssh_embedded or "ssh" not in providers:
         return None  # no SSH, or the gateway is a process of its own
+    from mags.ssh.agents import ChainedAgents, DbAgentDirectory
+
     try:
-        gateway = await start_ssh_gateway(settings, db, agents)
+        gateway = await start_ssh_gateway(settings, db, ChainedAgents(agents, DbAgentDirectory(db)))
     except ConfigError as exc:
         log.error("%s; running without SSH access", exc)
         providers.pop("ssh", None)

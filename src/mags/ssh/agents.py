@@ -67,3 +67,24 @@ class DbAgentDirectory:
         for client in self._clients.values():
             await client.close()
         self._clients.clear()
+
+
+class ChainedAgents:
+    """This server's own agents first, then any agent the database knows (several servers).
+
+    With several ``mags server`` processes on one database, a key issued by one may be used
+    on another's gateway; the job's agent is then reached through its url from ``agents``.
+    """
+
+    def __init__(self, local: Any, directory: DbAgentDirectory) -> None:
+        self.local = local
+        self.directory = directory
+
+    def get(self, agent_id: str | None) -> Any:
+        return self.local.get(agent_id) or self.directory.get(agent_id)
+
+    async def refresh(self) -> None:
+        await self.directory.refresh()
+
+    async def close(self) -> None:
+        await self.directory.close()

@@ -33,7 +33,7 @@ from mags.errors import ConfigError
 from mags.ssh.forward import ForwardSession, names_sandbox
 from mags.ssh.hostkey import load_or_create_host_key
 from mags.ssh.keys import KeyTarget, SshKeyStore, public_key_text
-from mags.ssh.ratelimit import AuthRateLimiter
+from mags.ssh.ratelimit import AuthRateLimiter, StartupLimiter
 from mags.ssh.session import AttachSession
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,7 @@ class SshGateway:
         self.keys = SshKeyStore(db, clock)
         self.agents = agents
         self.limiter = limiter if limiter is not None else AuthRateLimiter()
+        self.startups = StartupLimiter()
         self.sweep_interval = sweep_interval
         # open sessions tell the agent they are there a few times per idle timeout
         self.keepalive_s = max(1.0, min(60.0, settings.idle_timeout_s / 3))
@@ -123,6 +124,10 @@ class SshGateway:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 5)
             self._server = None
+        close_agents = getattr(self.agents, "close", None)  # clients the gateway made itself
+        if close_agents is not None:
+            with contextlib.suppress(Exception):
+                await close_agents()
 
     # ------------------------------------------------------------------ auth
     async def authenticate(self, peer: str, username: str, key: Any) -> KeyTarget | None:
@@ -251,17 +256,30 @@ class _Connection(asyncssh.SSHServer):
         self.peer = "?"
         self.target: KeyTarget | None = None
         self._conn: Any = None
+        self._starting = False  # counted in gateway.startups until the login ends
 
     def connection_made(self, conn: Any) -> None:
         self._conn = conn
-        _quick_ack_until_login(conn)
         peer = conn.get_extra_info("peername")
         self.peer = str(peer[0]) if peer else "?"
         if self.gateway.limiter.banned(self.peer):
             log.info("ssh connection from banned address %s dropped", self.peer)
             conn.abort()
+            return
+        self._starting = self.gateway.startups.begin(self.peer)
+        if not self._starting:
+            log.warning("ssh connection from %s dropped: too many logins in progress", self.peer)
+            conn.abort()
+            return
+        _quick_ack_until_login(conn)
+
+    def _login_over(self) -> None:
+        if self._starting:
+            self._starting = False
+            self.gateway.startups.end(self.peer)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._login_over()
         self.gateway._untrack(self)
 
     def close(self) -> None:
@@ -302,6 +320,7 @@ class _Connection(asyncssh.SSHServer):
 
     def auth_completed(self) -> None:
         assert self.target is not None
+        self._login_over()
         self._conn.__dict__.pop("data_received", None)  # back to the class's method
         log.info("ssh login from %s into %s (job %s)", self.peer, self.target.vm_id, self.target.job_id)
         self.gateway._track(self)

@@ -81,3 +81,44 @@ class AuthRateLimiter:
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+
+# like sshd's MaxStartups: logins in progress (connected, not yet authenticated)
+MAX_STARTUPS_PER_ADDR = 10
+MAX_STARTUPS = 100
+
+
+class StartupLimiter:
+    """Counts unauthenticated connections per client address and in all; refuses past a cap.
+
+    Key exchange costs the gateway CPU before anyone is authenticated: without a cap, one
+    address could hold hundreds of half-done logins open until ``login_timeout``.
+    """
+
+    def __init__(self, per_addr: int = MAX_STARTUPS_PER_ADDR, total: int = MAX_STARTUPS) -> None:
+        self.per_addr = per_addr
+        self.total = total
+        self._counts: dict[str, int] = {}
+        self._all = 0
+
+    def begin(self, addr: str) -> bool:
+        """A login starts; False (and nothing counted) if a cap is reached."""
+        if self._all >= self.total or self._counts.get(addr, 0) >= self.per_addr:
+            return False
+        self._counts[addr] = self._counts.get(addr, 0) + 1
+        self._all += 1
+        return True
+
+    def end(self, addr: str) -> None:
+        """A login finished (authenticated, or the connection closed)."""
+        n = self._counts.get(addr, 0)
+        if n <= 0:
+            return
+        if n == 1:
+            del self._counts[addr]
+        else:
+            self._counts[addr] = n - 1
+        self._all -= 1
+
+    def in_progress(self, addr: str | None = None) -> int:
+        return self._all if addr is None else self._counts.get(addr, 0)

@@ -13,6 +13,7 @@ import pytest
 
 from mags.server import ControlPlane
 from mags.ssh.gateway import SshGateway
+from mags.ssh.ratelimit import StartupLimiter
 from mags.ssh.session import SFTP_SERVER
 
 from .conftest import ssh_access, start_sandbox
@@ -198,3 +199,21 @@ async def test_host_key_is_kept_across_restarts(cp: ControlPlane) -> None:
     path = cp.settings.data_dir / "ssh_host_ed25519_key"
     assert path.stat().st_mode & 0o777 == 0o600
     assert asyncssh.read_private_key(path).get_fingerprint("sha256") == seen[0]
+
+
+async def test_logins_in_progress_are_capped(gateway: SshGateway, box: dict[str, Any]) -> None:
+    gateway.startups = StartupLimiter(per_addr=1, total=10)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)  # a login that never ends
+    await reader.readline()  # the server's version line: the connection is counted
+    try:
+        with pytest.raises((asyncssh.Error, OSError)):
+            await connect(gateway, box["ssh_private_key"])
+    finally:
+        writer.close()
+    for _ in range(100):
+        if gateway.startups.in_progress() == 0:
+            break
+        await asyncio.sleep(0.01)
+    async with await connect(gateway, box["ssh_private_key"]) as c:  # counted only until login
+        assert (await c.run("true")).exit_status == 0
+        assert gateway.startups.in_progress() == 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mags.ssh import ratelimit
-from mags.ssh.ratelimit import AuthRateLimiter
+from mags.ssh.ratelimit import AuthRateLimiter, StartupLimiter
 
 
 class Clock:
@@ -46,3 +46,16 @@ def test_memory_is_bounded(monkeypatch) -> None:
     for i in range(1000):
         rl.failure(f"10.0.{i // 256}.{i % 256}")
     assert len(rl) <= 100
+
+
+def test_startups_are_capped_per_address_and_in_all() -> None:
+    sl = StartupLimiter(per_addr=2, total=3)
+    assert sl.begin("a") and sl.begin("a")
+    assert not sl.begin("a")  # a third login in progress from one address
+    assert sl.begin("b")
+    assert not sl.begin("c")  # the total cap
+    sl.end("a")
+    assert sl.begin("c")
+    for addr in ("a", "b", "c", "c"):  # an extra end() is harmless
+        sl.end(addr)
+    assert sl.in_progress() == 0 and sl.in_progress("a") == 0
