@@ -180,8 +180,11 @@ class SshGateway:
         # attach wakes a sleeping sandbox; the agent counts the traffic as activity
         return AttachSession(lambda: agent.open_attach(now.vm_id), f"{peer}->{now.vm_id}", self.keepalive_s)
 
-    async def open_forward(self, target: KeyTarget, host: str, port: int) -> Any:
-        """A ``connect`` WebSocket to ``port`` of the sandbox, if ``host`` names the sandbox."""
+    async def open_forward(self, target: KeyTarget, host: str, port: int) -> tuple[Any, Any]:
+        """A ``connect`` WebSocket to ``port`` of the sandbox, if ``host`` names the sandbox.
+
+        Also returns an opener of an ``attach`` WebSocket, for the loopback relay (forward.py).
+        """
         agent, now = await self._live(target)
         allowed = names_sandbox(host)
         if allowed is None:  # an address: only the sandbox's own
@@ -191,7 +194,7 @@ class SshGateway:
             raise Refused(f"only ports of the sandbox itself can be forwarded (not {host})")
         if not 1 <= port <= 65535:
             raise Refused(f"bad port {port}")
-        return await agent.open_connect(now.vm_id, port)
+        return await agent.open_connect(now.vm_id, port), lambda: agent.open_attach(now.vm_id)
 
     # ------------------------------------------------------------------ revocation
     def _track(self, conn: _Connection) -> None:
@@ -337,13 +340,13 @@ class _Connection(asyncssh.SSHServer):
         target = self.target
         assert target is not None
         try:
-            ws = await self.gateway.open_forward(target, dest_host, dest_port)
+            ws, open_relay = await self.gateway.open_forward(target, dest_host, dest_port)
         except Refused as exc:
             log.info("ssh forward from %s to %s:%d refused: %s", self.peer, dest_host, dest_port, exc)
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, str(exc)) from exc
         except Exception as exc:
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, str(exc)) from exc
-        return ForwardSession(ws, f"{self.peer}->{target.vm_id}:{dest_port}")
+        return ForwardSession(ws, f"{self.peer}->{target.vm_id}:{dest_port}", dest_port, open_relay)
 
     def server_requested(self, listen_host: str, listen_port: int) -> bool:
         log.info("ssh remote forwarding from %s refused", self.peer)

@@ -143,32 +143,40 @@ def _free_local_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _get(url: str, timeout: float = 30) -> str:
+    """The body of the first 200 answer, retrying while the server in the sandbox starts."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            resp = httpx.get(url, timeout=5)
+            if resp.status_code == 200:
+                return resp.text
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)
+
+
 def test_local_port_forwarding_to_http_server(box: Access) -> None:
+    serve = "nohup python3 -m http.server {port} --directory /root/web {bind} >/dev/null 2>&1 &"
     r = box.ssh(
         "mkdir -p /root/web && echo forwarded-ok > /root/web/index.txt && "
-        "(nohup python3 -m http.server 8000 --directory /root/web >/dev/null 2>&1 &) ; sleep 0.5"
+        f"({serve.format(port=8000, bind='')}) && ({serve.format(port=8001, bind='--bind 127.0.0.1')}); sleep 0.5"
     )
     assert r.returncode == 0, r.stderr
-    local = _free_local_port()
-    bad = _free_local_port()
+    local, loopback, bad = _free_local_port(), _free_local_port(), _free_local_port()
     tunnel = subprocess.Popen(
-        [*box.ssh_argv("-N", "-L", f"127.0.0.1:{local}:localhost:8000", "-L", f"127.0.0.1:{bad}:1.1.1.1:80",
-                       "-o", "ExitOnForwardFailure=yes")],
+        [*box.ssh_argv("-N", "-L", f"127.0.0.1:{local}:localhost:8000", "-L", f"127.0.0.1:{loopback}:localhost:8001",
+                       "-L", f"127.0.0.1:{bad}:1.1.1.1:80", "-o", "ExitOnForwardFailure=yes")],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
-        body = None
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and body is None:
-            try:
-                resp = httpx.get(f"http://127.0.0.1:{local}/index.txt", timeout=5)
-                body = resp.text if resp.status_code == 200 else None
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        assert body == "forwarded-ok\n"
+        assert _get(f"http://127.0.0.1:{local}/index.txt") == "forwarded-ok\n"
         # many requests over fresh forwarded connections
         for _ in range(20):
             assert httpx.get(f"http://127.0.0.1:{local}/index.txt", timeout=5).text == "forwarded-ok\n"
+        # a server bound to the sandbox's loopback only (like most dev servers) is reached too
+        assert _get(f"http://127.0.0.1:{loopback}/index.txt") == "forwarded-ok\n"
         # a destination outside the sandbox is refused
         with pytest.raises(httpx.HTTPError):
             httpx.get(f"http://127.0.0.1:{bad}/", timeout=5)

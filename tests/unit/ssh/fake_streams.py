@@ -118,6 +118,16 @@ class FakeConnect(_Stream):
         self._emit(None)
 
 
+async def _ignore(msg: Any) -> None:
+    from websockets.exceptions import ConnectionClosedOK
+
+    raise ConnectionClosedOK(None, None)
+
+
+async def _noop() -> None:
+    return None
+
+
 class StreamingFakeAgent(FakeAgentClient):
     """FakeAgentClient plus attach/connect; remembers what was opened."""
 
@@ -125,6 +135,8 @@ class StreamingFakeAgent(FakeAgentClient):
         super().__init__(*args, **kwargs)
         self.attaches: list[tuple[str, FakeAttach]] = []
         self.connects: list[tuple[str, int]] = []
+        # ports whose server listens on the sandbox's loopback only: the agent cannot reach them
+        self.loopback_only: set[int] = set()
 
     async def open_attach(self, sandbox_id: str) -> FakeAttach:
         await self.get_sandbox(sandbox_id)
@@ -135,5 +147,14 @@ class StreamingFakeAgent(FakeAgentClient):
     async def open_connect(self, sandbox_id: str, port: int) -> FakeConnect:
         await self.get_sandbox(sandbox_id)
         self.connects.append((sandbox_id, port))
+        if port in self.loopback_only:  # what agent/attach.py's connect answers then
+            refused = _Stream()
+            refused._emit(
+                json.dumps({"type": "error", "error": f"nothing listens on port {port} in the sandbox"})
+            )
+            refused._emit(None)
+            refused.send = _ignore  # type: ignore[method-assign]
+            refused.close = _noop  # type: ignore[method-assign]
+            return refused  # type: ignore[return-value]
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         return FakeConnect(reader, writer)

@@ -217,3 +217,27 @@ async def test_logins_in_progress_are_capped(gateway: SshGateway, box: dict[str,
     async with await connect(gateway, box["ssh_private_key"]) as c:  # counted only until login
         assert (await c.run("true")).exit_status == 0
         assert gateway.startups.in_progress() == 0
+
+
+async def test_forward_to_a_loopback_only_server_goes_through_the_relay(
+    conn: asyncssh.SSHClientConnection, agent: StreamingFakeAgent
+) -> None:
+    async def count(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        data = await reader.read()  # until the client half-closes
+        writer.write(b"got %d bytes" % len(data))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(count, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    agent.loopback_only.add(port)
+    try:
+        reader, writer = await conn.open_connection("localhost", port)
+        writer.write(b"x" * 100_000)  # sent before the agent's "nothing listens": replayed
+        writer.write_eof()
+        assert await asyncio.wait_for(reader.read(), 10) == b"got 100000 bytes"
+        relay = agent.attaches[-1][1]
+        assert relay.first is not None and relay.first["command"][:2] == ["python3", "-c"]
+        assert relay.first["command"][-1] == str(port)
+    finally:
+        server.close()
