@@ -30,7 +30,7 @@ from mags.core.jobs import JobStore
 from mags.core.migrate import run_migrations
 from mags.core.notify import JobNotifier
 from mags.core.tokens import TokenStore
-from mags.core.workspaces import WorkspaceStore
+from mags.core.workspace_upkeep import WorkspaceUpkeep
 from mags.errors import ConfigError
 from mags.scheduler.applier import StateApplier
 from mags.scheduler.changes import SHUTDOWN_REASON
@@ -165,7 +165,7 @@ async def build_control_plane(
         local_retention_s=settings.local_workspace_retention_s,
     )  # fmt: skip
     dispatcher = Dispatcher(settings, db, registry, applier, clock, sweep_interval=sweep_interval)
-    workspaces = WorkspaceStore(db, clock)
+    workspaces = WorkspaceUpkeep(db, clock)
     files = FileStore(db, clock, settings.data_dir / "files", settings.file_retention_s)
     controller = JobController(
         jobs, applier, registry, dispatcher, clock, settings=settings, workspaces=workspaces, files=files

@@ -20,6 +20,7 @@ from mags.core.cron import CronStore
 from mags.core.db import Database
 from mags.core.notify import JobNotifier
 from mags.core.tokens import TokenStore
+from mags.core.workspace_upkeep import WorkspaceUpkeep
 from mags.scheduler.control import JobController
 from mags.scheduler.workspace_admin import WorkspaceAdmin
 
@@ -62,9 +63,9 @@ def create_app(
     app.include_router(cron_router(settings, CronStore(db, controller.clock), auth), prefix=API_PREFIX)
     app.include_router(files_router(controller.files, auth), prefix=API_PREFIX)
     admin = workspace_admin or WorkspaceAdmin(
-        controller.workspaces, controller.registry, None, controller.admission.lock
+        WorkspaceUpkeep(db, controller.clock), controller.registry, None, controller.admission.lock
     )
-    app.include_router(workspaces_router(settings, controller.workspaces, admin, auth), prefix=API_PREFIX)
+    app.include_router(workspaces_router(settings, admin.workspaces, admin, auth), prefix=API_PREFIX)
     # filled by the SSH gateway ("ssh") and the edge proxy ("url") when they are enabled
     providers: dict[str, AccessProvider] = access_providers if access_providers is not None else {}
     app.include_router(access_router(controller.jobs, auth, providers), prefix=API_PREFIX)

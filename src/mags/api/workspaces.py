@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse
 from mags.config import Settings
 from mags.core.ids import iso
 from mags.core.tokens import Principal
-from mags.core.workspaces import WorkspaceStore
+from mags.core.workspace_upkeep import WorkspaceUpkeep
 from mags.scheduler.workspace_admin import WorkspaceAdmin
 
 
@@ -48,7 +48,7 @@ def workspace_json(
 
 def workspaces_router(
     settings: Settings,
-    workspaces: WorkspaceStore,
+    workspaces: WorkspaceUpkeep,
     admin: WorkspaceAdmin,
     auth: Callable[[Request], Awaitable[Principal]],
 ) -> APIRouter:

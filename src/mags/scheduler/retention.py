@@ -24,7 +24,8 @@ from typing import Any
 
 from mags.config import Settings
 from mags.core.files import FileStore
-from mags.core.workspaces import WorkspaceStore, store_prefix
+from mags.core.workspace_upkeep import WorkspaceUpkeep
+from mags.core.workspaces import store_prefix
 from mags.errors import Conflict, MagsError
 from mags.scheduler.workspace_admin import WorkspaceAdmin
 from mags.storage.objectstore import ObjectStore
@@ -42,7 +43,7 @@ class Janitor:
     def __init__(
         self,
         settings: Settings,
-        workspaces: WorkspaceStore,
+        workspaces: WorkspaceUpkeep,
         files: FileStore,
         admin: WorkspaceAdmin,
         store: ObjectStore | None,

@@ -19,7 +19,8 @@ from typing import Any
 
 from sqlalchemy.engine import Row
 
-from mags.core.workspaces import WorkspaceStore, store_prefix
+from mags.core.workspace_upkeep import WorkspaceUpkeep
+from mags.core.workspaces import store_prefix
 from mags.errors import Conflict, MagsError, StorageError
 from mags.scheduler.registry import AgentRegistry
 from mags.storage.objectstore import ObjectStore
@@ -35,7 +36,7 @@ class WorkspaceAdmin:
 
     def __init__(
         self,
-        workspaces: WorkspaceStore,
+        workspaces: WorkspaceUpkeep,
         registry: AgentRegistry,
         store: ObjectStore | None,
         lock: Callable[[int, str], contextlib.AbstractAsyncContextManager[Any]] | None = None,
