@@ -113,8 +113,19 @@ def _alive_jobs(conn: Connection, job_ids: list[str]) -> set[str]:
 
 
 def _revoke_dead(conn: Connection) -> int:
-    dead = select(jobs.c.request_id).where(jobs.c.vm_status.not_in(ALIVE_VM)).scalar_subquery()
-    return conn.execute(delete(ssh_keys).where(ssh_keys.c.job_id.in_(dead))).rowcount or 0
+    # driven from ssh_keys (small) through the jobs primary key: no scan of the jobs table
+    dead = (
+        conn.execute(
+            select(ssh_keys.c.id)
+            .select_from(ssh_keys.join(jobs, jobs.c.request_id == ssh_keys.c.job_id))
+            .where(jobs.c.vm_status.not_in(ALIVE_VM))
+        )
+        .scalars()
+        .all()
+    )
+    if dead:
+        conn.execute(delete(ssh_keys).where(ssh_keys.c.id.in_(dead)))
+    return len(dead)
 
 
 def _revoke_job(conn: Connection, job_id: str) -> int:

@@ -41,6 +41,9 @@ class SshAccessProvider:
         if self.port is None:
             raise MagsError("the SSH gateway of this server is not running", status_code=503)
         issued = await self.keys.issue(principal.user_id, m["request_id"], m["vm_id"])
+        # the gateway's sweep deletes keys of stopped VMs; this keeps the table small even
+        # when no gateway runs (ssh_embedded=false and none started yet)
+        await self.keys.revoke_dead()
         log.info("ssh key %s issued for job %s (%s)", issued.fingerprint, m["request_id"], m["vm_id"])
         return {
             "ssh_host": self.host,
