@@ -213,9 +213,7 @@ class JobController:
             )
             agent = self.registry.get(_agent_id(await self.jobs.get_internal(job_id)))
             if agent is None:
-                log.warning(
-                    "job %s: its agent is not ours; settings stored, applied at its next start", job_id
-                )
+                log.warning("job %s: its agent is managed by another server; settings only stored", job_id)
             else:
                 try:
                     await agent.update_sandbox(m["vm_id"], live)
