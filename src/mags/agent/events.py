@@ -19,6 +19,8 @@ class EventLog:
         self._seq = 0
         self._cond = asyncio.Condition()
         self._pending = False
+        self._followers: dict[int, int] = {}  # follower id -> last seq handed to it
+        self._next_follower = 0
 
     @property
     def last_seq(self) -> int:
@@ -51,14 +53,35 @@ class EventLog:
         out.reverse()
         return out
 
+    async def drained(self, timeout: float) -> bool:
+        """Wait until every follower was handed every event so far (shutdown); False on timeout."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while any(seq < self._seq for seq in self._followers.values()):
+            if asyncio.get_running_loop().time() > deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
+
     async def follow(self, after: int) -> AsyncIterator[list[AgentEvent]]:
         """Yield batches of events with seq > after, forever."""
+        fid = self._next_follower
+        self._next_follower += 1
+        self._followers[fid] = after
+        try:
+            async for batch in self._follow(after, fid):
+                yield batch
+        finally:
+            self._followers.pop(fid, None)
+
+    async def _follow(self, after: int, fid: int) -> AsyncIterator[list[AgentEvent]]:
         cursor = after
         while True:
             batch = self.since(cursor)
             if batch:
                 cursor = batch[-1].seq
                 yield batch
+                # the consumer resumed us: the batch went out
+                self._followers[fid] = cursor
                 continue
             async with self._cond:
                 if self._seq <= cursor:

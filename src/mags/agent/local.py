@@ -44,8 +44,9 @@ class LocalAgentHandle:
 
     async def stop(self, reason: str = "server shutting down") -> None:
         await self.service.close(reason)
-        # let the event stream deliver the final events before the socket closes
-        await asyncio.sleep(0.05)
+        # the control plane must get the final events (exits, last syncs) before we go
+        if not await self.service.events.drained(5.0):
+            log.warning("agent stopping before the control plane read its last events")
         await self.client.close()
         self.server.should_exit = True
         try:

@@ -341,7 +341,9 @@ class AgentService(LifecycleMixin):
                          reason=reason)
         dead = sb is None or sb.conn.closed.is_set()
         if not req.persistent or dead or t.stop_reason:
-            await self._end(t, t.stop_reason or reason or "script finished", sync=req.persistent and not dead)
+            # a persistent workspace is synced whenever its sandbox ends (also a run without
+            # -p on it, or a sandbox that died: the disk is intact)
+            await self._end(t, t.stop_reason or reason or "script finished", sync=True)
 
     # ------------------------------------------------------------------ exec / settings
     async def exec(self, sandbox_id: str, req: ExecRequest) -> ExecResult:
