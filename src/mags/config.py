@@ -94,6 +94,45 @@ class Settings(BaseModel):
             raise ValueError("must be between 0 and 65535")
         return v
 
+    # --- public URLs: the edge proxy (issue 6, docs/PROXY.md)
+    proxy_enabled: bool = True  # run the edge proxy inside `mags server`
+    proxy_host: str | None = None  # address the proxy listens on; default: `host`
+    proxy_port: int = 8091
+    apps_domain: str = "localhost"  # URLs are <subdomain>.<apps_domain>; *.localhost needs no DNS
+    apps_url_template: str | None = None  # public URL of an app; default {scheme}://{subdomain}.{domain}:{port}
+    proxy_tls_cert: Path | None = None  # PEM certificate chain (a wildcard for *.<apps_domain>)
+    proxy_tls_key: Path | None = None
+    proxy_wake_timeout_s: float = 30.0  # a request to a sleeping sandbox waits this long for its port
+    proxy_trusted_proxies: str = ""  # comma-separated CIDRs whose X-Forwarded-* headers are kept
+
+    @field_validator("proxy_port")
+    @classmethod
+    def _proxy_port(cls, v: int) -> int:
+        if not 0 <= v <= 65535:
+            raise ValueError("must be between 0 and 65535")
+        return v
+
+    @field_validator("apps_url_template")
+    @classmethod
+    def _apps_url_template(cls, v: str | None) -> str | None:
+        if not v:
+            return None
+        try:
+            v.format(scheme="http", subdomain="x", domain="d", port=1)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"bad template ({exc}); use {{scheme}} {{subdomain}} {{domain}} {{port}}") from exc
+        if "{subdomain}" not in v:
+            raise ValueError("must contain {subdomain}")
+        return v
+
+    @field_validator("apps_domain")
+    @classmethod
+    def _apps_domain(cls, v: str) -> str:
+        v = v.strip().strip(".").lower()
+        if not v or any(c in v for c in "/: "):
+            raise ValueError("must be a domain name such as apps.example.com")
+        return v
+
     # ------------------------------------------------------------------ derived
     @property
     def images_path(self) -> Path:
@@ -137,6 +176,24 @@ class Settings(BaseModel):
     @property
     def agent_socket(self) -> Path:
         return self.run_dir / "agent.sock"
+
+    @property
+    def proxy_listen_host(self) -> str:
+        """Where the edge proxy listens (``proxy_host``, else the API's ``host``)."""
+        return self.proxy_host or self.host
+
+    @property
+    def proxy_tls(self) -> bool:
+        return self.proxy_tls_cert is not None
+
+    def app_url(self, subdomain: str) -> str:
+        """The public URL of ``<subdomain>.<apps_domain>`` (``apps_url_template`` decides)."""
+        scheme = "https" if self.proxy_tls else "http"
+        template = self.apps_url_template
+        if not template:
+            default_port = 443 if self.proxy_tls else 80
+            template = "{scheme}://{subdomain}.{domain}" + ("" if self.proxy_port == default_port else ":{port}")
+        return template.format(scheme=scheme, subdomain=subdomain, domain=self.apps_domain, port=self.proxy_port)
 
 
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:

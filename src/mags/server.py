@@ -46,6 +46,8 @@ from mags.scheduler.reconcile import (
     register_agents,
 )
 from mags.scheduler.registry import AgentRegistry
+from mags.api.urls import install_urls
+from mags.proxy import start_embedded_proxy
 from mags.ssh import start_embedded_gateway
 from mags.ssh.provider import register_ssh_access
 from mags.scheduler.retention import Janitor
@@ -174,6 +176,7 @@ async def build_control_plane(
     admin = WorkspaceAdmin(workspaces, registry, object_store, controller.admission.lock)
     app = create_app(settings, db, controller, notifier, tokens=tokens, workspace_admin=admin)
     register_ssh_access(app, settings, db, clock)  # "ssh" access provider (if ssh_enabled)
+    install_urls(app, settings, db, tokens, clock)  # "url" access provider, /mags-url-aliases
     cp = ControlPlane(
         settings=settings,
         db=db,
@@ -248,6 +251,7 @@ async def serve_async(settings: Settings) -> None:
             settings, [handle.client], db=db, migrate=False, agent_urls={handle.client.agent_id: local_url}
         )
         ssh = await start_embedded_gateway(settings, db, cp.registry, cp.app)
+        edge = await start_embedded_proxy(settings, db, cp.registry)  # public URLs (if proxy_enabled)
     except BaseException:
         await handle.stop()
         await db.close()
@@ -291,6 +295,8 @@ async def serve_async(settings: Settings) -> None:
             loop.remove_signal_handler(sig)
         if ssh is not None:
             await ssh.close()
+        if edge is not None:
+            await edge.close()
         await cp.begin_shutdown(SHUTDOWN_REASON)
         try:
             await handle.stop()

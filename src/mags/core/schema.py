@@ -234,3 +234,32 @@ ssh_keys = Table(
     Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
     Column("created_at", Double, nullable=False),
 )
+
+# --- public URLs and URL aliases (issue 6; migration 0004) ------------------------------------
+
+# One row per job with a public URL: its subdomain never changes for the job.
+job_urls = Table(
+    "job_urls",
+    metadata,
+    Column("job_id", String(36), ForeignKey("jobs.request_id", ondelete="CASCADE"), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("subdomain", String(63), nullable=False, unique=True),
+    Column("port", Integer, nullable=False),  # what <subdomain> serves: the port enabled last
+    Column("ports", JSON, nullable=False),  # every enabled port, also reachable as <subdomain>-<port>
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+)
+
+# A stable name <subdomain>.<apps_domain> for a user's workspace: follows its current job.
+url_aliases = Table(
+    "url_aliases",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("subdomain", String(63), nullable=False, unique=True),  # unique across tenants
+    Column("workspace_id", String(63), nullable=False),
+    Column("domain", String(253), nullable=False),
+    Column("port", Integer, nullable=False),  # used when the current job has no URL of its own
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+)

@@ -1,0 +1,108 @@
+"""Host name → target: ``<label>.<apps_domain>[:port]`` to a job's sandbox and port.
+
+Lookups hit the database (``core/urls.py``) at most once per label per ``ttl`` seconds:
+the proxy routes every request, and a keep-alive connection may carry thousands per second.
+A stale answer is harmless -- the agent is asked for the sandbox's real state (and address)
+whenever a connection to it is opened -- and at most ``ttl`` old.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Protocol
+
+from mags.core.urls import Miss, Target
+from mags.proxy.pages import ProxyError, not_found
+
+MAX_CACHED = 10_000
+
+
+class RouteSource(Protocol):
+    """Where routes come from (``UrlStore`` in production, a dict in tests)."""
+
+    async def route(self, label: str) -> Target | Miss: ...
+
+
+def host_label(host: bytes, domain: str) -> str | None:
+    """The single label left of ``.domain`` in a Host header value, or None if it has none."""
+    try:
+        name = host.decode("ascii").strip().lower()
+    except UnicodeDecodeError:
+        return None
+    if name.startswith("["):  # an IPv6 literal is never an app
+        return None
+    name = name.rsplit(":", 1)[0] if ":" in name else name
+    name = name.rstrip(".")
+    if len(name) <= len(domain) + 1 or not name.endswith(domain) or name[-len(domain) - 1] != ".":
+        return None
+    label = name[: -len(domain) - 1]
+    return None if "." in label else label
+
+
+def check_target(result: Target | Miss) -> Target:
+    """The target if requests may go there, else the :class:`ProxyError` to answer with."""
+    if isinstance(result, Miss):
+        if result.reason == "port":
+            raise not_found(f"This sandbox has no public URL for that port ({result.detail}). "
+                            "Enable it with `mags url <name> <port>`.")  # fmt: skip
+        if result.reason == "no-job":
+            raise ProxyError(404, "no-sandbox", "No sandbox behind this alias",
+                             f"The alias points at a workspace with no sandbox ({result.detail}).")  # fmt: skip
+        raise not_found()
+    status = result.vm_status
+    if status in ("running", "sleeping", "starting"):
+        return result
+    if status == "pending":
+        raise ProxyError(503, "starting", "Sandbox is starting",
+                         "This sandbox has not started yet. Try again in a few seconds.")  # fmt: skip
+    raise ProxyError(410, "stopped", "Sandbox stopped",
+                     "The sandbox behind this URL has been stopped. Start it again to serve this URL.")  # fmt: skip
+
+
+class Router:
+    """Cached route lookups by label."""
+
+    def __init__(self, source: RouteSource, ttl: float = 1.0) -> None:
+        self.source = source
+        self.ttl = ttl
+        self._cache: dict[str, tuple[float, Target | Miss]] = {}
+        self._inflight: dict[str, asyncio.Future[Target | Miss]] = {}
+
+    def cached(self, label: str) -> Target | Miss | None:
+        """The cached answer for ``label`` if still fresh (no I/O)."""
+        hit = self._cache.get(label)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        return None
+
+    async def resolve(self, label: str) -> Target | Miss:
+        """Look ``label`` up (one database read for any number of concurrent callers)."""
+        hit = self.cached(label)
+        if hit is not None:
+            return hit
+        fut = self._inflight.get(label)
+        if fut is not None:
+            return await asyncio.shield(fut)
+        fut = asyncio.get_running_loop().create_future()
+        self._inflight[label] = fut
+        try:
+            result = await self.source.route(label)
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # retrieved: concurrent waiters re-raise it, nobody else must
+            raise
+        finally:
+            self._inflight.pop(label, None)
+        if len(self._cache) >= MAX_CACHED:
+            self._cache.clear()
+        self._cache[label] = (time.monotonic() + self.ttl, result)
+        fut.set_result(result)
+        return result
+
+    def forget(self, label: str | None = None) -> None:
+        """Drop one cached label (or all): the next request reads the database."""
+        if label is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(label, None)
