@@ -251,7 +251,7 @@ async def serve_async(settings: Settings) -> None:
             settings, [handle.client], db=db, migrate=False, agent_urls={handle.client.agent_id: local_url}
         )
         ssh = await start_embedded_gateway(settings, db, cp.registry, cp.app)
-        edge = await start_embedded_proxy(settings, db, cp.registry)  # public URLs (if proxy_enabled)
+        edge = await start_embedded_proxy(settings, db, cp.registry, cp.app)  # public URLs (if proxy_enabled)
     except BaseException:
         await handle.stop()
         await db.close()

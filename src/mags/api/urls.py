@@ -107,4 +107,5 @@ def install_urls(
     store = UrlStore(db, clock)
     app.state.access_providers["url"] = UrlAccessProvider(settings, store)
     app.include_router(aliases_router(settings, store, make_auth(tokens)), prefix=API_PREFIX)
+    app.state.url_store = store  # an embedded proxy listens to its changes
     return store

@@ -227,10 +227,18 @@ class UrlStore:
     def __init__(self, db: Database, clock: Callable[[], float]) -> None:
         self.db = db
         self.clock = clock
+        # called with the labels whose routes just changed (an embedded proxy drops them from its cache)
+        self.listeners: list[Callable[[list[str]], None]] = []
+
+    def _changed(self, labels: list[str]) -> None:
+        for listener in self.listeners:
+            listener(labels)
 
     async def enable(self, user_id: int, job_id: str, port: int) -> dict[str, Any]:
         """Give the job a subdomain (once) and make ``port`` its served port."""
-        return await self.db.write(_enable, user_id, job_id, port, self.clock())
+        enabled = await self.db.write(_enable, user_id, job_id, port, self.clock())
+        self._changed([enabled["subdomain"], f"{enabled['subdomain']}-{port}"])
+        return enabled
 
     async def route(self, label: str) -> Target | Miss:
         """What ``<label>.<apps_domain>`` routes to (no caching; see proxy/routing.py)."""
@@ -238,15 +246,19 @@ class UrlStore:
 
     async def create_alias(self, user_id: int, name: str, workspace_id: str, domain: str) -> Any:
         try:
-            return await self.db.write(_create_alias, user_id, name, workspace_id, domain, self.clock())
+            row = await self.db.write(_create_alias, user_id, name, workspace_id, domain, self.clock())
         except IntegrityError as exc:  # a concurrent create took the name first
             raise Conflict(f"subdomain {name!r} is taken; choose another name") from exc
+        self._changed([name])
+        return row
 
     async def list_aliases(self, user_id: int) -> list[Any]:
         return await self.db.read(_list_aliases, user_id)
 
     async def delete_alias(self, user_id: int, name: str) -> Any:
-        return await self.db.write(_delete_alias, user_id, name)
+        row = await self.db.write(_delete_alias, user_id, name)
+        self._changed([name])
+        return row
 
 
 def alias_json(row: Any, url: str) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import ipaddress
 import logging
 import ssl
 from collections.abc import Callable
+from typing import Any
 
 from mags.config import Settings
 from mags.core.db import Database
@@ -76,6 +77,11 @@ class EdgeProxy:
         self.connections: set[ClientConnection] = set()
         self._server: asyncio.Server | None = None
 
+    def routes_changed(self, labels: list[str]) -> None:
+        """Forget cached routes of ``labels`` (URLs enabled, aliases changed)."""
+        for label in labels:
+            self.router.forget(label)
+
     def is_trusted(self, host: str) -> bool:
         """Whether a peer's own X-Forwarded-* headers are kept (a load balancer in front of us)."""
         if not self._trusted:
@@ -127,11 +133,19 @@ class EdgeProxy:
             self._server = None
 
 
-async def start_embedded_proxy(settings: Settings, db: Database, registry: AgentRegistry) -> EdgeProxy | None:
-    """The proxy inside ``mags server``, listening; None when ``proxy_enabled`` is off."""
+async def start_embedded_proxy(
+    settings: Settings, db: Database, registry: AgentRegistry, app: Any = None
+) -> EdgeProxy | None:
+    """The proxy inside ``mags server``, listening; None when ``proxy_enabled`` is off.
+
+    With the API ``app`` (where ``install_urls`` left its ``UrlStore``), URLs enabled and
+    aliases changed through the API take effect at once instead of after the route cache's TTL.
+    """
     if not settings.proxy_enabled:
         return None
-    proxy = EdgeProxy(settings, UrlStore(db, Clock()), registry)
+    store = getattr(getattr(app, "state", None), "url_store", None) or UrlStore(db, Clock())
+    proxy = EdgeProxy(settings, store, registry)
+    store.listeners.append(proxy.routes_changed)
     try:
         await proxy.start()
     except ConfigError as exc:
