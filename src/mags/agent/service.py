@@ -215,7 +215,7 @@ class AgentService(LifecycleMixin):
             if key is not None:
                 await self.workspaces.release(key, req.sandbox_id)
             raise
-        t.oom_baseline = (await sb.stats()).oom_kills
+        t.oom_baseline = 0  # every sandbox gets a fresh cgroup
         t.cpu_seen, t.cpu_at = 0, time.monotonic()
         return sb
 

@@ -99,6 +99,7 @@ class Sandbox:
         self.destroyed = False
         self.last_activity = time.monotonic()
         self.base_env: dict[str, str] = dict(BASE_ENV)
+        self.shell: str | None = None  # known shell of the root filesystem, if any
 
     # ---------------------------------------------------------------- processes
     async def spawn(
@@ -123,7 +124,12 @@ class Sandbox:
 
     async def spawn_script(self, script: str, env: Mapping[str, str] | None = None, cwd: str = "/root") -> ProcessHandle:
         """Run a script the way jobs run: bash if the image has it, else sh, in /root."""
-        return await self.spawn(["/bin/sh", "-c", _SHELL_SHIM, "mags-script", script], env, cwd)
+        return await self.spawn(self._script_argv(script), env, cwd)
+
+    def _script_argv(self, script: str) -> list[str]:
+        if self.shell is not None:
+            return [self.shell, "-c", script]
+        return ["/bin/sh", "-c", _SHELL_SHIM, "mags-script", script]
 
     async def exec(
         self,
@@ -135,7 +141,7 @@ class Sandbox:
     ) -> CompletedProcess:
         """Run a command to completion and collect its output (a string runs via the shell)."""
         if isinstance(argv, str):
-            argv = ["/bin/sh", "-c", _SHELL_SHIM, "mags-script", argv]
+            argv = self._script_argv(argv)
         proc = await self.spawn(argv, env, cwd, stdin=stdin_data is not None)
         if stdin_data is not None:
             await proc.write(stdin_data)

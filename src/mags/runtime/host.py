@@ -50,6 +50,7 @@ class HostEnv:
         self.network: NetworkManager | None = None
         self.binary: Path | None = None
         self.scratch: Disk | None = None
+        self._images: dict[tuple[str, str], Image] = {}
         self._counter = 0
 
     @property
@@ -165,6 +166,17 @@ class HostEnv:
         for t in sorted((t for t in targets if t.startswith(prefix)), key=len, reverse=True):
             subprocess.run(["umount", "-l", t], capture_output=True)
 
+    def image(self, name: str) -> Image:
+        """The current version of image ``name`` (one readlink; the rest is cached per version)."""
+        try:
+            version = os.readlink(self.settings.images_path / name / "current")
+        except OSError:
+            return resolve_image(self.settings, name)  # raises the helpful error
+        img = self._images.get((name, version))
+        if img is None:
+            img = self._images[(name, version)] = resolve_image(self.settings, name)
+        return img
+
     def new_name(self) -> str:
         self._counter += 1
         return f"s{os.getpid() % 100000}x{self._counter}"
@@ -172,7 +184,7 @@ class HostEnv:
     async def allocate(self, image_name: str, limits: Limits, writable: Path | None) -> SandboxResources:
         """Cgroup + network slot + dirs for a new sandbox."""
         assert self.cgroups is not None and self.network is not None
-        image = resolve_image(self.settings, image_name)
+        image = self.image(image_name)
         name = self.new_name()
         d = self.sandboxes_dir / name
         net = await self.network.acquire()
@@ -201,14 +213,18 @@ class HostEnv:
             return
         res.released = True
         assert self.network is not None
+        await asyncio.to_thread(self._release_sync, res)  # one thread hop for all the file work
+        self.network.release(res.net)
+
+    @staticmethod
+    def _release_sync(res: SandboxResources) -> None:
         try:
-            await asyncio.to_thread(res.cgroup.remove)
+            res.cgroup.remove()
         except SandboxError as exc:
             log.error("sandbox %s: %s", res.name, exc)
-        self.network.release(res.net)
-        await asyncio.to_thread(shutil.rmtree, res.dir, True)
+        shutil.rmtree(res.dir, True)
         if res.ephemeral_upper:
-            await asyncio.to_thread(shutil.rmtree, res.upper.parent, True)
+            shutil.rmtree(res.upper.parent, True)
 
 
 def read_tail(path: Path, limit: int = 2000) -> str:

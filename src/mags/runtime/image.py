@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from mags.config import Settings
@@ -74,7 +75,12 @@ class Image:
     def rootfs(self) -> Path:
         return self.path / "rootfs"
 
-    @property
+    @cached_property
+    def shell(self) -> str:
+        """The shell scripts run with: bash when the image has it (as on Mags), else sh."""
+        return "/bin/bash" if (self.rootfs / "bin" / "bash").exists() else "/bin/sh"
+
+    @cached_property
     def env(self) -> dict[str, str]:
         try:
             meta = json.loads((self.path / "image.json").read_text())

@@ -31,6 +31,10 @@ class ManagedSandbox(Sandbox):
         self.proc = proc
         self.runtime = runtime
         self.base_env.update(res.image.env)
+        # a plain sandbox runs scripts with the image's shell directly; a workspace or base
+        # layer may have removed bash, so those go through the sh shim that checks
+        if not spec.layers and spec.writable is None:
+            self.shell = res.image.shell
         self._destroy_lock = asyncio.Lock()
 
     @property
@@ -128,9 +132,7 @@ class BaseRuntime:
         return sb
 
     def _current_image_version(self, name: str) -> str:
-        from mags.runtime.image import resolve_image
-
-        return resolve_image(self.settings, name).version
+        return self.host.image(name).version
 
     async def _create_pooled(self) -> Sandbox:
         self._pool_seq += 1
