@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from mags.errors import RuntimeUnavailable, SandboxError
+from mags.errors import RuntimeUnavailable
 from mags.runtime.base import Limits, SandboxSpec
 from mags.runtime.namespaces import BaseRuntime, ManagedSandbox
 
@@ -151,39 +151,16 @@ class GvisorRuntime(BaseRuntime):
         bundle = res.dir / "bundle"
         bundle.mkdir()
         (bundle / "config.json").write_text(json.dumps(self._oci_spec(spec, res, self.host.binary)))
-        args = [str(self.host.binary), "cgexec"]
-        for d in res.cgroup.join_dirs:
-            args += ["--cgroup", str(d)]
-        for layer in spec.layers:
-            args += ["--lower", str(layer)]
-        args += ["--lower", str(res.image.rootfs), "--upper", str(res.upper), "--work", str(res.work)]
-        args += ["--root", str(res.dir / "root"), "--"]
+        args = [str(self.host.binary), "cgexec", *self._layer_args(spec, res), "--"]
         args += self._runsc(
             "--platform=systrap", "--network=host", "--overlay2=none", "--ignore-cgroups",
             "run", "--bundle", str(bundle), res.name,
         )
-        log_path = res.dir.parent / f"{res.name}.log"
-        with open(log_path, "wb") as errf:
-            try:
-                proc = await asyncio.create_subprocess_exec(
-                    *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=errf,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                await self.host.release(res)
-                raise SandboxError(f"cannot start runsc: {exc}") from exc
-        return await self._connect(spec, res, proc)
+        return await self._launch(spec, res, args, "runsc")
 
     async def _teardown(self, sb: ManagedSandbox) -> None:
-        await sb.conn.shutdown()
-        try:
-            await asyncio.wait_for(sb.proc.wait(), 5.0)
-        except TimeoutError:
-            sb.proc.kill()
-            await sb.proc.wait()
-        sb.conn.close()
+        await self._stop_process(sb, 5.0)
         await asyncio.to_thread(
             subprocess.run, self._runsc("delete", "--force", sb.res.name), capture_output=True
         )
-        await self.host.release(sb.res)
-        (sb.res.dir.parent / f"{sb.res.name}.log").unlink(missing_ok=True)
+        await self._release(sb)

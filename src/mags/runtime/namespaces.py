@@ -151,6 +151,48 @@ class BaseRuntime:
     async def _teardown(self, sb: ManagedSandbox) -> None:
         raise NotImplementedError
 
+    @staticmethod
+    def _layer_args(spec: SandboxSpec, res: SandboxResources) -> list[str]:
+        """cgroups to join and the overlay root, as ``mags-sandbox`` options."""
+        args: list[str] = []
+        for d in res.cgroup.join_dirs:
+            args += ["--cgroup", str(d)]
+        for layer in spec.layers:
+            args += ["--lower", str(layer)]
+        args += ["--lower", str(res.image.rootfs), "--upper", str(res.upper), "--work", str(res.work)]
+        return args + ["--root", str(res.dir / "root")]
+
+    @staticmethod
+    def _log_path(res: SandboxResources) -> Path:
+        return res.dir.parent / f"{res.name}.log"
+
+    async def _launch(self, spec: SandboxSpec, res: SandboxResources, args: list[str], what: str) -> ManagedSandbox:
+        """Start the sandbox's process (its fd 0/1 are the protocol stream) and connect to its init."""
+        with open(self._log_path(res), "wb") as errf:
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=errf,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                await self.host.release(res)
+                raise SandboxError(f"cannot start {what}: {exc}") from exc
+        return await self._connect(spec, res, proc)
+
+    async def _stop_process(self, sb: ManagedSandbox, grace: float) -> None:
+        """Ask init to shut down, kill the process if it lingers."""
+        await sb.conn.shutdown()
+        try:
+            await asyncio.wait_for(sb.proc.wait(), grace)
+        except TimeoutError:
+            sb.proc.kill()
+            await sb.proc.wait()
+        sb.conn.close()
+
+    async def _release(self, sb: ManagedSandbox) -> None:
+        await self.host.release(sb.res)
+        self._log_path(sb.res).unlink(missing_ok=True)
+
     async def _connect(self, spec: SandboxSpec, res: SandboxResources, proc: asyncio.subprocess.Process) -> ManagedSandbox:
         assert proc.stdout is not None and proc.stdin is not None
         conn = InitConnection(proc.stdout, proc.stdin)
@@ -162,7 +204,7 @@ class BaseRuntime:
                 proc.kill()
             await proc.wait()
             await self.host.release(res)
-            detail = read_tail(res.dir.parent / f"{res.name}.log") or str(exc) or "no output"
+            detail = read_tail(self._log_path(res)) or str(exc) or "no output"
             raise SandboxError(f"sandbox failed to start: {detail}") from exc
         return ManagedSandbox(spec, conn, res, proc, self)
 
@@ -176,35 +218,13 @@ class NamespacesRuntime(BaseRuntime):
         res = await self.host.allocate(spec.image, self.host_limits(spec.limits), spec.writable)
         assert self.host.binary is not None
         args = [str(self.host.binary), "launch", "--netns", res.net.netns_path, "--hostname", spec.hostname]
-        for d in res.cgroup.join_dirs:
-            args += ["--cgroup", str(d)]
-        for layer in spec.layers:
-            args += ["--lower", str(layer)]
-        args += ["--lower", str(res.image.rootfs), "--upper", str(res.upper), "--work", str(res.work)]
-        args += ["--root", str(res.dir / "root")]
+        args += self._layer_args(spec, res)
         args += ["--bind", f"{self.host.etc_dir / 'resolv.conf'}:/etc/resolv.conf:ro"]
         args += ["--bind", f"{self.host.etc_dir / 'hosts'}:/etc/hosts:ro"]
         for b in spec.binds:
             args += ["--bind", f"{b.source}:{b.target}{':ro' if b.readonly else ''}"]
-        log_path = res.dir.parent / f"{res.name}.log"
-        with open(log_path, "wb") as errf:
-            try:
-                proc = await asyncio.create_subprocess_exec(
-                    *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=errf,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                await self.host.release(res)
-                raise SandboxError(f"cannot start sandbox launcher: {exc}") from exc
-        return await self._connect(spec, res, proc)
+        return await self._launch(spec, res, args, "sandbox launcher")
 
     async def _teardown(self, sb: ManagedSandbox) -> None:
-        await sb.conn.shutdown()
-        try:
-            await asyncio.wait_for(sb.proc.wait(), 3.0)
-        except TimeoutError:
-            sb.proc.kill()
-            await sb.proc.wait()
-        sb.conn.close()
-        await self.host.release(sb.res)
-        Path(sb.res.dir.parent / f"{sb.res.name}.log").unlink(missing_ok=True)
+        await self._stop_process(sb, 3.0)
+        await self._release(sb)
