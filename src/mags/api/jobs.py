@@ -85,6 +85,11 @@ def jobs_router(
             row, history = await jobs.get_with_history(me.user_id, job_id)
         out = job_json(row)
         out["history"] = [event_json(e) for e in history]
+        if request.query_params.get("include") == "logs" and out["status"] in DEFAULT_UNTIL:
+            # run_and_wait's last two requests in one: the finished job with its output
+            rows = await jobs.logs(job_id, 0, max_log_rows + 1)
+            out["logs"] = [log_json(r) for r in rows[:max_log_rows]]
+            out["logs_has_more"] = len(rows) > max_log_rows
         return JSONResponse(out)
 
     @router.get("/mags-jobs/{job_id}/logs", response_model=None)

@@ -42,9 +42,17 @@ def single(call: Call) -> Flow[Any]:
     return (yield call)
 
 
-def status_call(request_id: str, *, wait: int = 0, until: tuple[str, ...] = TERMINAL) -> Call:
-    """``GET /mags-jobs/{id}/status``, long-polling when ``wait`` > 0."""
-    params = {"wait": wait, "until": ",".join(until)} if wait > 0 else None
+def status_call(
+    request_id: str, *, wait: int = 0, until: tuple[str, ...] = TERMINAL, with_logs: bool = False
+) -> Call:
+    """``GET /mags-jobs/{id}/status``, long-polling when ``wait`` > 0.
+
+    ``with_logs`` asks a mags server to add the logs once the job finished (other servers
+    ignore the parameter; the caller then fetches them).
+    """
+    params: dict[str, Any] | None = {"wait": wait, "until": ",".join(until)} if wait > 0 else None
+    if with_logs:
+        params = {**(params or {}), "include": "logs"}
     return Call("GET", f"/mags-jobs/{request_id}/status", params=params, extra_timeout=float(wait))
 
 
@@ -54,6 +62,7 @@ def wait_status(
     *,
     timeout: float | None,
     poll_interval: float,
+    with_logs: bool = False,
 ) -> Flow[dict[str, Any]]:
     """Return the job's status once it is in ``until``, or the last one seen at the deadline.
 
@@ -66,7 +75,7 @@ def wait_status(
         remaining = MAX_LONG_POLL_S if deadline is None else deadline - time.monotonic()
         wait = max(1, min(MAX_LONG_POLL_S, math.ceil(remaining)))
         started = time.monotonic()
-        status = yield status_call(request_id, wait=wait, until=until)
+        status = yield status_call(request_id, wait=wait, until=until, with_logs=with_logs)
         if status.get("status") in until:
             return status
         now = time.monotonic()
@@ -93,13 +102,20 @@ def all_logs(request_id: str) -> Flow[dict[str, Any]]:
 
 def wait_result(request_id: str, *, timeout: float | None, poll_interval: float) -> Flow[dict[str, Any]]:
     """Wait for a job's script to finish; return ``request_id, status, exit_code, duration_ms, logs``."""
-    status = yield from wait_status(request_id, TERMINAL, timeout=timeout, poll_interval=poll_interval)
+    status = yield from wait_status(
+        request_id, TERMINAL, timeout=timeout, poll_interval=poll_interval, with_logs=True
+    )
     if status.get("status") not in TERMINAL:
         raise ClientError(
             f"job {request_id} did not finish within {timeout:g}s (status: {status.get('status')})",
             status_code=408,
         )
-    logs = yield from all_logs(request_id)
+    if isinstance(status.get("logs"), list) and not status.get("logs_has_more"):
+        logs = {"logs": status.pop("logs")}
+    else:
+        logs = yield from all_logs(request_id)
+    status.pop("logs", None)
+    status.pop("logs_has_more", None)
     return run_result(request_id, status, logs)
 
 

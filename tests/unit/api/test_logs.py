@@ -73,3 +73,12 @@ async def test_log_cap(alice: httpx.AsyncClient) -> None:
     assert len(logs) == 51
     assert logs[49]["message"] == "line 50"
     assert logs[50]["source"] == "system" and logs[50]["message"].startswith("log truncated")
+
+
+async def test_status_can_carry_the_logs_of_a_finished_job(alice: httpx.AsyncClient) -> None:
+    rid = await submit(alice, "echo a; echo b")
+    st = (await alice.get(f"/mags-jobs/{rid}/status", params={"wait": 10, "include": "logs"})).json()
+    assert st["status"] == "completed"
+    assert [e["message"] for e in st["logs"]] == ["a", "b"] and st["logs_has_more"] is False
+    plain = (await alice.get(f"/mags-jobs/{rid}/status")).json()
+    assert "logs" not in plain

@@ -314,3 +314,15 @@ def test_wait_for_status(api, mags_client):
     assert mags_client.wait_for_status(JOB, ("sleeping",), timeout=5)["status"] == "sleeping"
     assert api.requests[1].url.params["until"] == "sleeping"
     assert int(api.requests[1].url.params["wait"]) == 5
+
+
+def test_run_and_wait_takes_inline_logs_from_a_mags_server(api, mags_client):
+    """A mags server answers the long-poll with the logs: no separate logs request."""
+    logs = [{"timestamp": "t", "source": "stdout", "message": "hi"}]
+    api.on("POST", "/mags-jobs", {"request_id": JOB, "status": "accepted"})
+    api.on("GET", f"/mags-jobs/{JOB}/status",
+           {"status": "completed", "exit_code": 0, "script_duration_ms": 3, "logs": logs, "logs_has_more": False})
+    result = mags_client.run_and_wait("echo hi")
+    assert result["logs"] == logs and "logs_has_more" not in result
+    assert api.calls("GET", f"/mags-jobs/{JOB}/status")[0].url.params["include"] == "logs"
+    assert api.calls("GET", f"/mags-jobs/{JOB}/logs") == []
