@@ -37,6 +37,7 @@ TICK_S = 5.0
 IDLE_TICKS = 15  # keep-alive connections idle for 75 s are closed
 HEAD_TICKS = 6  # a request head must arrive within ~30 s (slowloris)
 HEALTH = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nok\n"
+_VERSIONS = {"1.1": b"1.1", "1.0": b"1.0"}
 _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS"})
 _DROP = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded", b"x-real-ip"})
 
@@ -84,26 +85,32 @@ class ClientConnection(asyncio.Protocol):
         self._head_ticks = 0
         self._in_head = False
         self._timer: asyncio.TimerHandle | None = None
+        self._forwarded = b""
+        self._last_host: bytes | None = None
+        self._last_label: str | None = None
         self._reset_head()
 
     def _reset_head(self) -> None:
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._host: bytes | None = None
-        self._fwd: dict[bytes, bytes] = {}
+        self._fwd: dict[bytes, bytes] | None = None
         self._hbytes = 0
         self._chunked = False
         self._has_body = False
 
     # ------------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # (uvloop's are not asyncio.Transport)
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         peer = transport.get_extra_info("peername")
         host = peer[0] if isinstance(peer, tuple) else "127.0.0.1"
         self.peer = host.encode()
         self.trusted = self.proxy.is_trusted(host)
+        self._forwarded = b"X-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\nX-Forwarded-Host: " % (
+            self.peer,
+            self.proxy.scheme,
+        )
         self.proxy.connections.add(self)
         self._timer = asyncio.get_running_loop().call_later(TICK_S, self._tick)
 
@@ -190,10 +197,11 @@ class ClientConnection(asyncio.Protocol):
         elif low in _DROP:
             if not self.trusted:
                 return  # only our own values: a client must not pick the address an app sees
-            if low == b"x-forwarded-for" and low in self._fwd:
-                self._fwd[low] += b", " + value
+            fwd = self._fwd = self._fwd or {}
+            if low == b"x-forwarded-for" and low in fwd:
+                fwd[low] += b", " + value
             else:
-                self._fwd[low] = value
+                fwd[low] = value
             if low in (b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"):
                 return  # re-added below
         self._headers.append((name, value))
@@ -203,15 +211,24 @@ class ClientConnection(asyncio.Protocol):
         p = self.parser
         method = p.get_method()
         host = self._host
-        parts = [method, b" ", self._url, b" HTTP/", p.get_http_version().encode(), b"\r\n"]
+        parts = [method, b" ", self._url, b" HTTP/", _VERSIONS.get(p.get_http_version()) or b"1.1", b"\r\n"]
         for name, value in self._headers:
             parts += (name, b": ", value, b"\r\n")
         fwd = self._fwd
-        xff = fwd[b"x-forwarded-for"] + b", " + self.peer if b"x-forwarded-for" in fwd else self.peer
-        parts += (b"X-Forwarded-For: ", xff, b"\r\nX-Forwarded-Proto: ")
-        parts += (fwd.get(b"x-forwarded-proto") or self.proxy.scheme, b"\r\nX-Forwarded-Host: ")
-        parts += (fwd.get(b"x-forwarded-host") or host or b"", b"\r\n\r\n")
-        label = host_label(host, self.proxy.domain) if host is not None else None
+        if fwd is None:  # the usual case: only our own X-Forwarded-* values
+            parts += (self._forwarded, host or b"", b"\r\n\r\n")
+        else:
+            xff = fwd[b"x-forwarded-for"] + b", " + self.peer if b"x-forwarded-for" in fwd else self.peer
+            parts += (b"X-Forwarded-For: ", xff, b"\r\nX-Forwarded-Proto: ")
+            parts += (fwd.get(b"x-forwarded-proto") or self.proxy.scheme, b"\r\nX-Forwarded-Host: ")
+            parts += (fwd.get(b"x-forwarded-host") or host or b"", b"\r\n\r\n")
+        if host is None:
+            label = None
+        elif host == self._last_host:  # a keep-alive connection asks for the same host again
+            label = self._last_label
+        else:
+            label = host_label(host, self.proxy.domain)
+            self._last_host, self._last_label = host, label
         retry_ok = not self._has_body and method in _IDEMPOTENT
         req = Request(label, b"".join(parts), method == b"HEAD", p.should_keep_alive(), retry_ok)
         if host is None:
@@ -303,7 +320,12 @@ class ClientConnection(asyncio.Protocol):
 
     async def _open(self, req: Request, target: Target | None) -> None:
         try:
-            up = await self._dial(req, target)
+            fresh = target is None
+            if target is None:
+                target = check_target(await self.router.resolve(req.label))  # type: ignore[arg-type]
+            up = self.upstream
+            if up is None or up.key != (target.vm_id, target.port):
+                up = await self._dial(req, target, fresh)
         except ProxyError as exc:
             self.connecting = None
             self.fail(exc, req)
@@ -321,13 +343,10 @@ class ClientConnection(asyncio.Protocol):
             return
         self.upstream = up
         self.queue.popleft()  # req
-        self._start(req, up.target)
+        self._start(req, target)
         self._advance()
 
-    async def _dial(self, req: Request, target: Target | None) -> UpstreamConnection:
-        fresh = target is None
-        if target is None:
-            target = check_target(await self.router.resolve(req.label))  # type: ignore[arg-type]
+    async def _dial(self, req: Request, target: Target, fresh: bool) -> UpstreamConnection:
         if self.upstream is not None:  # another sandbox port than the last request's
             self.upstream.close()
             self.upstream = None

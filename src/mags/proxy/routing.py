@@ -24,6 +24,11 @@ class RouteSource(Protocol):
     async def route(self, label: str) -> Target | Miss: ...
 
 
+def _retrieve(fut: asyncio.Future[object]) -> None:
+    if not fut.cancelled():
+        fut.exception()  # a failed background refresh: the next request looks again
+
+
 def host_label(host: bytes, domain: str) -> str | None:
     """The single label left of ``.domain`` in a Host header value, or None if it has none."""
     try:
@@ -61,18 +66,33 @@ def check_target(result: Target | Miss) -> Target:
 
 
 class Router:
-    """Cached route lookups by label."""
+    """Cached route lookups by label.
 
-    def __init__(self, source: RouteSource, ttl: float = 1.0) -> None:
+    A fresh entry (younger than ``ttl``) is used as is.  An expired one is still used, for up
+    to ``stale_for`` more seconds, while one background lookup refreshes it: requests never
+    wait for the database on a hot name (the agent check at connect time guards against
+    sandboxes that went away).
+    """
+
+    def __init__(self, source: RouteSource, ttl: float = 1.0, stale_for: float = 10.0) -> None:
         self.source = source
         self.ttl = ttl
+        self.stale_for = stale_for
         self._cache: dict[str, tuple[float, Target | Miss]] = {}
         self._inflight: dict[str, asyncio.Future[Target | Miss]] = {}
+        self._forgets = 0  # a lookup that started before a forget() must not fill the cache
 
     def cached(self, label: str) -> Target | Miss | None:
-        """The cached answer for ``label`` if still fresh (no I/O)."""
+        """The cached answer for ``label`` if usable (no I/O; may start a background refresh)."""
         hit = self._cache.get(label)
-        if hit is not None and hit[0] > time.monotonic():
+        if hit is None:
+            return None
+        now = time.monotonic()
+        if hit[0] > now:
+            return hit[1]
+        if now - hit[0] < self.stale_for:
+            if label not in self._inflight:
+                self._fetch(label).add_done_callback(_retrieve)
             return hit[1]
         return None
 
@@ -81,28 +101,30 @@ class Router:
         hit = self.cached(label)
         if hit is not None:
             return hit
-        fut = self._inflight.get(label)
-        if fut is not None:
-            return await asyncio.shield(fut)
-        fut = asyncio.get_running_loop().create_future()
+        fut = self._inflight.get(label) or self._fetch(label)
+        return await asyncio.shield(fut)
+
+    def _fetch(self, label: str) -> asyncio.Future[Target | Miss]:
+        fut: asyncio.Future[Target | Miss] = asyncio.ensure_future(self._lookup(label))
         self._inflight[label] = fut
-        try:
-            result = await self.source.route(label)
-        except BaseException as exc:
-            fut.set_exception(exc)
-            fut.exception()  # retrieved: concurrent waiters re-raise it, nobody else must
-            raise
-        finally:
-            self._inflight.pop(label, None)
-        if len(self._cache) >= MAX_CACHED:
-            self._cache.clear()
-        self._cache[label] = (time.monotonic() + self.ttl, result)
-        fut.set_result(result)
+        fut.add_done_callback(lambda f: self._inflight.get(label) is f and self._inflight.pop(label))
+        return fut
+
+    async def _lookup(self, label: str) -> Target | Miss:
+        forgets = self._forgets
+        result = await self.source.route(label)
+        if forgets == self._forgets:
+            if len(self._cache) >= MAX_CACHED:
+                self._cache.clear()
+            self._cache[label] = (time.monotonic() + self.ttl, result)
         return result
 
     def forget(self, label: str | None = None) -> None:
         """Drop one cached label (or all): the next request reads the database."""
+        self._forgets += 1
         if label is None:
+            self._inflight.clear()
             self._cache.clear()
         else:
             self._cache.pop(label, None)
+            self._inflight.pop(label, None)

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import ipaddress
 import logging
 import ssl
@@ -133,6 +134,18 @@ class EdgeProxy:
             self._server = None
 
 
+def freeze_startup_heap() -> None:
+    """Exempt everything allocated so far from the cyclic GC (``gc.freeze``).
+
+    Measured in ``mags server`` under proxy load: a full (generation 2) collection walks the
+    whole startup heap (FastAPI, SQLAlchemy, pydantic models...) and stalled the event loop
+    for ~110 ms, which every request in flight then waited for.  Frozen objects are the
+    long-lived ones anyway; later collections only walk what was allocated since.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 async def start_embedded_proxy(
     settings: Settings, db: Database, registry: AgentRegistry, app: Any = None
 ) -> EdgeProxy | None:
@@ -155,5 +168,6 @@ async def start_embedded_proxy(
         return None
     if settings.proxy_port == 0:
         settings.proxy_port = proxy.port  # the URLs we hand out name the port we got
+    freeze_startup_heap()
     print(f"public URLs on {settings.app_url('*')} (edge proxy on port {proxy.port})", flush=True)
     return proxy

@@ -18,7 +18,7 @@ from mags.core.db import Database, create_database
 from mags.core.ids import Clock
 from mags.core.schema import agents
 from mags.core.urls import UrlStore
-from mags.proxy.server import EdgeProxy
+from mags.proxy.server import EdgeProxy, freeze_startup_heap
 from mags.scheduler.registry import AgentRegistry
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ async def serve_proxy(settings: Settings) -> None:
     try:
         await refresh_agents(db, registry)
         await proxy.start()
+        freeze_startup_heap()
         print(f"mags edge proxy ready on port {proxy.port} for *.{settings.apps_domain}", flush=True)
         while not stop.is_set():
             try:

@@ -39,7 +39,6 @@ class UpstreamConnection(asyncio.Protocol):
         self.tunnel = False  # after 101: raw bytes both ways
         self.in_response = False  # bytes of the current response have arrived
         self.served = 0  # responses completed on this connection
-        self._interim = False
         self._complete = False
         self._keep = True
         self._head_buf = b""
@@ -47,8 +46,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     # ------------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # (uvloop's are not asyncio.Transport)
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         if self.client.write_paused:
             transport.pause_reading()
@@ -89,13 +87,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.client.resume(self.client.PAUSE_UPSTREAM)
 
     # ------------------------------------------------------------------ httptools callbacks
-    def on_headers_complete(self) -> None:
-        code = self.parser.get_status_code()
-        self._interim = 100 <= code < 200 and code != 101
-
     def on_message_complete(self) -> None:
-        if self._interim:  # 100 Continue, 103 Early Hints: the real response follows
-            self._interim = False
+        code = self.parser.get_status_code()
+        if code < 200 and code != 101:  # 100 Continue, 103 Early Hints: the real response follows
             return
         self._complete = True
         self._keep = self.parser.should_keep_alive()
