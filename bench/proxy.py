@@ -36,8 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
-from mags import Mags  # noqa: E402
-from tests.integration.server_fixture import ServerProc, free_port  # noqa: E402
+from mags import Mags
+from tests.integration.server_fixture import ServerProc, free_port
 
 NODE_APP = (
     "require('http').createServer((q, s) => { s.writeHead(200, {'Content-Type': 'text/plain', "
@@ -59,7 +59,7 @@ def wrk(url: str, seconds: int, connections: int, threads: int, host: str | None
         raise SystemExit(f"wrk saw errors:\n{out}")
     res = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}  # type: ignore[union-attr]
     for p in ("50", "99"):
-        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
         res[f"p{p}"] = float(m.group(1)) * UNITS[m.group(2)] if m else float("nan")  # type: ignore[union-attr]
     return res
 

@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 import httptools
 
 from mags.core.urls import Target
-from mags.proxy.pages import ProxyError, not_found, render
-from mags.proxy.routing import check_target, host_label
+from mags.proxy.pages import ProxyError, render
+from mags.proxy.request import Request, RequestParsing
+from mags.proxy.routing import check_target
 from mags.proxy.upstream import WRITE_HIGH_WATER, UpstreamConnection
 
 if TYPE_CHECKING:
@@ -31,33 +32,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_HEAD_BYTES = 64 * 1024
 QUEUE_HIGH = 256 * 1024
 TICK_S = 5.0
 IDLE_TICKS = 15  # keep-alive connections idle for 75 s are closed
 HEAD_TICKS = 6  # a request head must arrive within ~30 s (slowloris)
 HEALTH = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nok\n"
-_VERSIONS = {"1.1": b"1.1", "1.0": b"1.0"}
-_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS"})
-_DROP = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded", b"x-real-ip"})
 
 
-class Request:
-    """A parsed request head waiting for, or on, an upstream connection."""
-
-    __slots__ = ("label", "head", "is_head", "keep_alive", "retry_ok", "error", "retried")
-
-    def __init__(self, label: str | None, head: bytes, is_head: bool, keep_alive: bool, retry_ok: bool) -> None:
-        self.label = label
-        self.head = head
-        self.is_head = is_head
-        self.keep_alive = keep_alive
-        self.retry_ok = retry_ok  # no body: may be re-sent if a reused connection was closed under it
-        self.error: ProxyError | None = None
-        self.retried = False
-
-
-class ClientConnection(asyncio.Protocol):
+class ClientConnection(RequestParsing, asyncio.Protocol):
     """One client connection to the edge proxy."""
 
     PAUSE_QUEUE = 1
@@ -79,6 +61,7 @@ class ClientConnection(asyncio.Protocol):
         self.closing = False
         self._paused = 0
         self._raw = False  # after an upgrade request: bytes pass through unparsed
+        self._eof = False  # the client half-closed
         self._reads = 0
         self._seen_reads = 0
         self._idle_ticks = 0
@@ -89,15 +72,6 @@ class ClientConnection(asyncio.Protocol):
         self._last_host: bytes | None = None
         self._last_label: str | None = None
         self._reset_head()
-
-    def _reset_head(self) -> None:
-        self._url = b""
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._host: bytes | None = None
-        self._fwd: dict[bytes, bytes] | None = None
-        self._hbytes = 0
-        self._chunked = False
-        self._has_body = False
 
     # ------------------------------------------------------------------ asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -146,6 +120,7 @@ class ClientConnection(asyncio.Protocol):
             if self.upstream.transport.can_write_eof():
                 self.upstream.transport.write_eof()
             return True
+        self._eof = True  # no more requests: close once the ones in flight are answered
         return self.inflight is not None or self.connecting is not None or bool(self.queue)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -171,75 +146,9 @@ class ClientConnection(asyncio.Protocol):
             self.upstream.transport.resume_reading()
 
     # ------------------------------------------------------------------ httptools callbacks
-    def on_message_begin(self) -> None:
-        self._reset_head()
-        self._in_head = True
-        self._head_ticks = 0
-
-    def on_url(self, url: bytes) -> None:
-        self._url += url
-        self._hbytes += len(url)
-        if self._hbytes > MAX_HEAD_BYTES:
-            raise ProxyError(414, "uri-too-long", "URL too long", "The request URL is longer than 64 KiB.")
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._hbytes += len(name) + len(value) + 4
-        if self._hbytes > MAX_HEAD_BYTES:
-            raise ProxyError(431, "headers-too-large", "Headers too large", "The request headers exceed 64 KiB.")
-        low = name.lower()
-        if low == b"host":
-            self._host = value
-        elif low == b"transfer-encoding":
-            self._chunked = b"chunked" in value.lower()
-            self._has_body = True
-        elif low == b"content-length":
-            self._has_body = value.strip() not in (b"0", b"")
-        elif low in _DROP:
-            if not self.trusted:
-                return  # only our own values: a client must not pick the address an app sees
-            fwd = self._fwd = self._fwd or {}
-            if low == b"x-forwarded-for" and low in fwd:
-                fwd[low] += b", " + value
-            else:
-                fwd[low] = value
-            if low in (b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"):
-                return  # re-added below
-        self._headers.append((name, value))
-
     def on_headers_complete(self) -> None:
-        self._in_head = False
-        p = self.parser
-        method = p.get_method()
-        host = self._host
-        parts = [method, b" ", self._url, b" HTTP/", _VERSIONS.get(p.get_http_version()) or b"1.1", b"\r\n"]
-        for name, value in self._headers:
-            parts += (name, b": ", value, b"\r\n")
-        fwd = self._fwd
-        if fwd is None:  # the usual case: only our own X-Forwarded-* values
-            parts += (self._forwarded, host or b"", b"\r\n\r\n")
-        else:
-            xff = fwd[b"x-forwarded-for"] + b", " + self.peer if b"x-forwarded-for" in fwd else self.peer
-            parts += (b"X-Forwarded-For: ", xff, b"\r\nX-Forwarded-Proto: ")
-            parts += (fwd.get(b"x-forwarded-proto") or self.proxy.scheme, b"\r\nX-Forwarded-Host: ")
-            parts += (fwd.get(b"x-forwarded-host") or host or b"", b"\r\n\r\n")
-        if host is None:
-            label = None
-        elif host == self._last_host:  # a keep-alive connection asks for the same host again
-            label = self._last_label
-        else:
-            label = host_label(host, self.proxy.domain)
-            self._last_host, self._last_label = host, label
-        retry_ok = not self._has_body and method in _IDEMPOTENT
-        req = Request(label, b"".join(parts), method == b"HEAD", p.should_keep_alive(), retry_ok)
-        if host is None:
-            req.error = ProxyError(400, "no-host", "Bad request", "The request has no Host header.")
-        elif method == b"CONNECT":
-            req.error = ProxyError(405, "connect", "Method not allowed", "This is not a forward proxy.")
-        elif label is None:
-            if self._url == b"/healthz":
-                req.error = ProxyError(200, "health", "", "")
-            else:
-                req.error = not_found(f"{host.decode('latin-1')} is not an app address of this server.")
+        req = self._build_request()
+        label = req.label
         # fast path: same sandbox port as the last request on this connection, route cached
         up = self.upstream
         if up is not None and req.error is None and not self.queue and self.inflight is None:
@@ -332,7 +241,7 @@ class ClientConnection(asyncio.Protocol):
             return
         except asyncio.CancelledError:
             raise
-        except Exception:  # noqa: BLE001 - a bug here must not leave the client hanging
+        except Exception:
             log.exception("proxy: connecting to %s failed", req.label)
             self.connecting = None
             self.fail(ProxyError(502, "proxy-error", "Proxy error", "The proxy could not reach the sandbox."), req)
@@ -380,7 +289,7 @@ class ClientConnection(asyncio.Protocol):
         if not keep:
             self.upstream = None
             up.close()
-        if req is None or not keep or not req.keep_alive or self._raw:
+        if req is None or not keep or not req.keep_alive or self._raw or (self._eof and not self.queue):
             # the client was told (by the app's own headers) or asked that the connection ends
             self.close()
             return

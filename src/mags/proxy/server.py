@@ -23,7 +23,7 @@ from mags.core.urls import UrlStore
 from mags.errors import ConfigError
 from mags.proxy.dialer import Dialer
 from mags.proxy.downstream import ClientConnection
-from mags.proxy.routing import RouteSource, Router
+from mags.proxy.routing import Router, RouteSource
 from mags.scheduler.registry import AgentRegistry
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ class EdgeProxy:
         """Listen (defaults: ``proxy_listen_host``, ``proxy_port``; port 0 picks a free one)."""
         s = self.settings
         ctx = tls_context(str(s.proxy_tls_cert), str(s.proxy_tls_key) if s.proxy_tls_key else None) if s.proxy_tls else None
-        factory: Callable[[], ClientConnection] = lambda: ClientConnection(self)  # noqa: E731
+        factory: Callable[[], ClientConnection] = lambda: ClientConnection(self)
         loop = asyncio.get_running_loop()
         try:
             self._server = await loop.create_server(

@@ -92,7 +92,7 @@ def write_file(path: str, text: str) -> str:
 
 def curl(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["curl", "-sS", "--max-time", str(int(timeout)), *args],
-                          capture_output=True, text=True, timeout=timeout + 10)  # fmt: skip
+                          check=False, capture_output=True, text=True, timeout=timeout + 10)  # fmt: skip
 
 
 def wait_http(url: str, expect: str = "200", timeout: float = 30) -> str:
