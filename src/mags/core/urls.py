@@ -33,9 +33,12 @@ LABEL_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 # generated subdomains, with an optional port: never an alias name
 GENERATED_RE = re.compile(r"([a-z2-7]{16})(?:-(\d{1,5}))?")
 RESERVED = frozenset(
-    "api www admin app apps mail smtp imap pop ftp ssh sftp proxy status docs dashboard static "
-    "cdn assets mags localhost ns ns1 ns2 autoconfig autodiscover webmail".split()
-)
+    {
+        "api", "www", "admin", "app", "apps", "mail", "smtp", "imap", "pop", "ftp", "ssh", "sftp", "proxy",
+        "status", "docs", "dashboard", "static", "cdn", "assets", "mags", "localhost", "ns", "ns1", "ns2",
+        "autoconfig", "autodiscover", "webmail",
+    }
+)  # fmt: skip
 MAX_ALIASES_PER_USER = 100
 DEFAULT_PORT = 8080
 ALIVE = ("running", "sleeping")
