@@ -130,4 +130,5 @@ def test_50mb_upload_and_download_stream_with_bounded_memory(web: dict[str, str]
     grew_up = _peak_rss_growth(pid, threading.Thread(target=upload))
     grew_down = _peak_rss_growth(pid, threading.Thread(target=download))
     assert results == {"up": str(50 * 1024 * 1024), "down": str(50 * 1024 * 1024)}
+    print(f"server RSS growth: upload {grew_up} MiB, download {grew_down} MiB")
     assert grew_up < 15 and grew_down < 15, (grew_up, grew_down)
