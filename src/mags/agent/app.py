@@ -60,6 +60,11 @@ def create_agent_app(service: AgentService) -> FastAPI:
         await service.wake(sandbox_id)
         return service.get(sandbox_id).model_dump()
 
+    @app.post("/v1/sandboxes/{sandbox_id}/touch")
+    async def touch(sandbox_id: str) -> dict[str, object]:
+        service.touch(sandbox_id)
+        return {}
+
     @app.post("/v1/sandboxes/{sandbox_id}/settings")
     async def settings_(sandbox_id: str, req: SandboxSettings) -> dict[str, object]:
         return (await service.update(sandbox_id, req)).model_dump()

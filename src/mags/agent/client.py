@@ -74,6 +74,10 @@ class HttpAgentClient:
     async def wake_sandbox(self, sandbox_id: str) -> SandboxInfo:
         return SandboxInfo.model_validate(await self._call("POST", f"/v1/sandboxes/{sandbox_id}/wake"))
 
+    async def touch_sandbox(self, sandbox_id: str) -> None:
+        """Mark traffic as activity for the idle timer; never wakes a sleeping sandbox."""
+        await self._call("POST", f"/v1/sandboxes/{sandbox_id}/touch", timeout=10)
+
     async def update_sandbox(self, sandbox_id: str, req: SandboxSettings) -> SandboxInfo:
         data = await self._call("POST", f"/v1/sandboxes/{sandbox_id}/settings", req.model_dump())
         return SandboxInfo.model_validate(data)

@@ -146,6 +146,10 @@ class LifecycleMixin:
         await self.ensure_awake(t, reason)
         t.last_activity = time.time()
 
+    def touch(self: AgentService, sandbox_id: str) -> None:
+        """Count traffic as activity without waking anything (the proxy's marks)."""
+        self._get(sandbox_id).last_activity = time.time()
+
     async def _wake_locked(self: AgentService, t: Tracked, reason: str) -> None:
         t.state = "starting"
         try:

@@ -13,6 +13,7 @@ Endpoints (all JSON, prefix ``/v1``)::
     POST   /v1/sandboxes/{id}/stop StopRequest -> SandboxInfo     (syncs persistent workspaces first)
     POST   /v1/sandboxes/{id}/sync            -> SyncResult       (persistent workspace, VM keeps running)
     POST   /v1/sandboxes/{id}/wake            -> SandboxInfo      (no-op unless sleeping)
+    POST   /v1/sandboxes/{id}/touch           -> {}               (activity for the idle timer)
     POST   /v1/sandboxes/{id}/settings SandboxSettings -> SandboxInfo
     WS     /v1/sandboxes/{id}/attach          interactive process (see agent/attach.py)
     WS     /v1/sandboxes/{id}/connect?port=N  a TCP stream to a port inside the sandbox
@@ -210,6 +211,8 @@ class AgentClient(Protocol):
     async def sync_sandbox(self, sandbox_id: str) -> SyncResult: ...
 
     async def wake_sandbox(self, sandbox_id: str) -> SandboxInfo: ...
+
+    async def touch_sandbox(self, sandbox_id: str) -> None: ...
 
     async def update_sandbox(self, sandbox_id: str, req: SandboxSettings) -> SandboxInfo: ...
 

@@ -145,7 +145,7 @@ class Dialer:
 
     async def _mark_active(self, agent: AgentClient, vm_id: str) -> None:
         try:
-            await agent.wake_sandbox(vm_id)
+            await agent.touch_sandbox(vm_id)
         except Exception as exc:  # noqa: BLE001 - activity marks are best effort
             log.debug("activity mark for %s failed: %s", vm_id, exc)
 

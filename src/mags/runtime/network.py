@@ -241,7 +241,9 @@ class NetworkManager:
                 await asyncio.to_thread(self._grow, 4)
             if not self._free:
                 raise SandboxError(f"no free network slots (all {SLOTS_PER_AGENT} in use)")
-            slot = self._free.pop()
+            # oldest first: a released address is reused as late as possible, so nothing
+            # that still remembers it (a proxy, a client) reaches the next tenant soon
+            slot = self._free.pop(0)
             self._used[slot.index] = slot
             return slot
 

@@ -58,6 +58,7 @@ class FakeAgent:
     wakes: list[str] = field(default_factory=list)
     wake_delay: float = 0.0
     on_wake: Any = None  # async callable(vm_id) run during a wake (start the app)
+    touches: list[str] = field(default_factory=list)  # activity marks
 
     def info(self, vm_id: str) -> SandboxInfo:
         return SandboxInfo(sandbox_id=vm_id, job_id="j-" + vm_id, state=self.states[vm_id],  # type: ignore[arg-type]
@@ -76,6 +77,9 @@ class FakeAgent:
                 await self.on_wake(vm_id)
             self.states[vm_id] = "running"
         return await self.get_sandbox(vm_id)
+
+    async def touch_sandbox(self, vm_id: str) -> None:
+        self.touches.append(vm_id)
 
     async def close(self) -> None:
         pass

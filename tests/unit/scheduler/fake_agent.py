@@ -356,6 +356,10 @@ class FakeAgentClient:
         self._wake_sandbox(sb, "woken by request")
         return self._info(sb)
 
+    async def touch_sandbox(self, sandbox_id: str) -> None:
+        if sandbox_id not in self.sandboxes:
+            raise NotFound(f"no sandbox {sandbox_id} on this agent")
+
     async def update_sandbox(self, sandbox_id: str, req: SandboxSettings) -> SandboxInfo:
         sb = self.sandboxes.get(sandbox_id)
         if sb is None:
