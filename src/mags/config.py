@@ -42,6 +42,7 @@ class Settings(BaseModel):
 
     # --- runtime
     runtime: Literal["auto", "namespaces", "gvisor"] = "auto"
+    event_loop: Literal["asyncio", "uvloop"] = "asyncio"
     pool_size: int = 2  # pre-started ephemeral sandboxes kept warm per agent
     default_memory_mb: int = 1024
     default_pids: int = 1024

@@ -208,21 +208,20 @@ class _Server(uvicorn.Server):
         yield
 
 
-def serve(settings: Settings, *, loop: Literal["asyncio", "uvloop"] = "asyncio") -> None:
+def serve(settings: Settings, *, loop: Literal["asyncio", "uvloop"] | None = None) -> None:
     """Run ``mags server`` until SIGTERM/SIGINT (blocking).
 
-    The stock asyncio loop is the default on purpose: the embedded agent starts sandbox
-    processes with ``asyncio.create_subprocess_exec``, which under uvloop forks the whole
-    server (~5 ms of blocked loop per process, measured) while CPython's own subprocess code
-    uses vfork.  End to end that made the stock loop ~35% faster; the control plane alone is
-    ~15% faster on uvloop, so flip the default once the agent spawns without fork.
+    The event loop is the setting ``event_loop``: the stock asyncio loop by default, or
+    uvloop.  Both work: the agent starts sandbox processes through ``runtime/spawn.py``
+    (``Popen``'s vfork + a pidfd), never libuv's spawn, which would ``fork()`` the whole
+    server per sandbox.  End to end (bench/api.py) uvloop measured no faster here.
     """
     from mags.runtime.mountns import enter_private_mount_namespace
 
     # before any thread exists: our mounts (workspace disks, scratch) then die with us
     enter_private_mount_namespace()
     loop_factory: Any = None
-    if loop == "uvloop":
+    if (loop or settings.event_loop) == "uvloop":
         import uvloop
 
         loop_factory = uvloop.new_event_loop

@@ -56,30 +56,8 @@ class LocalAgentHandle:
         await self.runtime.close()
 
 
-def _use_pidfd_child_watcher() -> None:
-    """Reap sandbox launchers through pidfds instead of a waitpid thread per process.
-
-    Python 3.11's default ``ThreadedChildWatcher`` starts a thread for every subprocess; with
-    one launcher per sandbox that is a thread per job.  (3.12 uses pidfds by default.)
-    """
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        policy = asyncio.get_event_loop_policy()
-        try:
-            if isinstance(policy.get_child_watcher(), asyncio.PidfdChildWatcher):  # type: ignore[attr-defined]
-                return
-            watcher = asyncio.PidfdChildWatcher()  # type: ignore[attr-defined]
-            watcher.attach_loop(asyncio.get_running_loop())
-            policy.set_child_watcher(watcher)  # type: ignore[attr-defined]
-        except (AttributeError, NotImplementedError, OSError) as exc:
-            log.info("keeping the default child watcher: %s", exc)
-
-
 async def start_local_agent(settings: Settings) -> LocalAgentHandle:
     """Start runtime + agent service + its HTTP API on ``settings.agent_socket``."""
-    _use_pidfd_child_watcher()
     runtime = await start_runtime(settings)
     service = AgentService(settings, runtime)
     await service.start()

@@ -41,6 +41,7 @@ from mags.runtime.namespaces import BaseRuntime
 from mags.runtime.protocol import ExitStatus, Output, ProcessHandle
 
 log = logging.getLogger(__name__)
+TEARDOWN_DELAY_S = 0.015  # after a script's exit is reported, before its sandbox is destroyed
 MAX_LINE = 64 * 1024
 
 
@@ -340,6 +341,10 @@ class AgentService(LifecycleMixin):
         self.events.emit("exit", req.sandbox_id, req.job_id, exit_code=status.exit_code, duration_ms=duration,
                          reason=reason)
         dead = sb is None or sb.conn.closed.is_set()
+        if not req.persistent and not dead and not t.stop_reason:
+            # the exit is on its way to the caller: let that finish before the teardown's
+            # syscalls and thread work compete with it (the sandbox has nothing left to run)
+            await asyncio.sleep(TEARDOWN_DELAY_S)
         if not req.persistent or dead or t.stop_reason:
             # a persistent workspace is synced whenever its sandbox ends (also a run without
             # -p on it, or a sandbox that died: the disk is intact)

@@ -29,6 +29,7 @@ from mags.agent.models import LayerRef, SyncResult, WorkspaceInfo, WorkspaceRef
 from mags.config import Settings
 from mags.errors import Conflict, NotFound, StorageError, ValidationError
 from mags.runtime.disk import GB, Disk, is_mounted
+from mags.runtime.spawn import run as run_process
 from mags.storage.sync.restore import cleanup_leftovers
 
 log = logging.getLogger(__name__)
@@ -135,18 +136,16 @@ class WorkspaceManager:
         if self.settings.s3_secret_key:
             env["MAGS_S3_SECRET_KEY"] = self.settings.s3_secret_key
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "mags.storage.syncer", *self._store_args(key), *op,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+        code, out, err = await run_process(
+            [sys.executable, "-m", "mags.storage.syncer", *self._store_args(key), *op], env=env
         )
-        out, err = await proc.communicate()
         lines = [ln for ln in out.decode(errors="replace").splitlines() if ln.startswith("{")]
         try:
             result = json.loads(lines[-1]) if lines else {}
         except ValueError:
             result = {}
-        if proc.returncode != 0 or not result.get("ok"):
-            msg = result.get("error") or err.decode(errors="replace").strip()[-500:] or f"exit {proc.returncode}"
+        if code != 0 or not result.get("ok"):
+            msg = result.get("error") or err.decode(errors="replace").strip()[-500:] or f"exit {code}"
             raise SyncerError(f"workspace sync failed: {msg}")
         return result
 

@@ -22,6 +22,8 @@ from mags.errors import ValidationError
 from mags.scheduler.control import JobController
 
 MAX_WAIT_S = 60.0
+# a submit's own wait stays short: a POST cut off while it waits cannot be retried safely
+MAX_SUBMIT_WAIT_S = 10.0
 MAX_PAGE_SIZE = 500
 DEFAULT_UNTIL = frozenset({JobStatus.COMPLETED.value, JobStatus.ERROR.value})
 _STATUSES = frozenset(s.value for s in JobStatus)
@@ -51,14 +53,36 @@ def jobs_router(
     body_limit = 2 * settings.max_script_bytes + 512 * 1024
     max_log_rows = settings.max_log_lines + 1
 
+    async def status_answer(
+        job_id: str, request: Request, user_id: int, wait: float, until: frozenset[str]
+    ) -> dict[str, object]:
+        """A job's status (after a long-poll when ``wait`` > 0), with its logs if asked and done."""
+        if wait > 0:
+            row = await wait_for_status(jobs, notifier, user_id, job_id, wait, until)
+            history = await jobs.history(job_id)
+        else:
+            row, history = await jobs.get_with_history(user_id, job_id)
+        out = job_json(row)
+        out["history"] = [event_json(e) for e in history]
+        if request.query_params.get("include") == "logs" and out["status"] in DEFAULT_UNTIL:
+            # run_and_wait's last two requests in one: the finished job with its output
+            rows = await jobs.logs(job_id, 0, max_log_rows + 1)
+            out["logs"] = [log_json(r) for r in rows[:max_log_rows]]
+            out["logs_has_more"] = len(rows) > max_log_rows
+        return out
+
     @router.post("/mags-jobs")
     async def submit(request: Request, me: Me) -> JSONResponse:
+        # ?wait=S (a mags extension): answer with the job's status once it finished, or after
+        # S seconds -- submit and long-poll in one request (SDK run_and_wait, short jobs)
+        wait = query_float(request, "wait", 0.0, 0.0, MAX_SUBMIT_WAIT_S)
         job = parse_new_job(await read_json_object(request, body_limit), settings)
         done = await controller.submit(me.user_id, job)
-        answer: dict[str, object] = {"request_id": done.request_id, "status": "accepted"}
         if done.existing:  # a `new` for a workspace whose sandbox is alive: that one
-            answer["existing"] = True
-        return JSONResponse(answer)
+            return JSONResponse({"request_id": done.request_id, "status": "accepted", "existing": True})
+        if wait > 0:
+            return JSONResponse(await status_answer(done.request_id, request, me.user_id, wait, DEFAULT_UNTIL))
+        return JSONResponse({"request_id": done.request_id, "status": "accepted"})
 
     @router.get("/mags-jobs")
     async def list_jobs(request: Request, me: Me) -> JSONResponse:
@@ -78,19 +102,7 @@ def jobs_router(
     async def status(job_id: str, request: Request, me: Me) -> JSONResponse:
         wait = query_float(request, "wait", 0.0, 0.0, MAX_WAIT_S)
         until = _parse_until(request)
-        if wait > 0:
-            row = await wait_for_status(jobs, notifier, me.user_id, job_id, wait, until)
-            history = await jobs.history(job_id)
-        else:
-            row, history = await jobs.get_with_history(me.user_id, job_id)
-        out = job_json(row)
-        out["history"] = [event_json(e) for e in history]
-        if request.query_params.get("include") == "logs" and out["status"] in DEFAULT_UNTIL:
-            # run_and_wait's last two requests in one: the finished job with its output
-            rows = await jobs.logs(job_id, 0, max_log_rows + 1)
-            out["logs"] = [log_json(r) for r in rows[:max_log_rows]]
-            out["logs_has_more"] = len(rows) > max_log_rows
-        return JSONResponse(out)
+        return JSONResponse(await status_answer(job_id, request, me.user_id, wait, until))
 
     @router.get("/mags-jobs/{job_id}/logs", response_model=None)
     async def logs(job_id: str, request: Request, me: Me) -> JSONResponse | StreamingResponse:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, and_, bindparam, case, func, insert, select, update
 from sqlalchemy.engine import Row
@@ -18,6 +18,8 @@ from mags.core.render import JOB_COLUMNS
 from mags.core.schema import job_events, job_logs, jobs
 from mags.core.states import JobStatus, VmStatus
 from mags.errors import NotFound
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -75,9 +77,15 @@ def _logs(conn: Connection, job_id: str, after: int, limit: int) -> list[Row[Any
     return list(conn.execute(_LOGS, {"job_id": job_id, "after": after, "limit": limit}).all())
 
 
-def _create(conn: Connection, values: dict[str, Any], event: dict[str, Any]) -> None:
+def _create(
+    conn: Connection,
+    values: dict[str, Any],
+    event: dict[str, Any],
+    then: Callable[[Connection, float], Any] | None = None,
+) -> Any:
     conn.execute(insert(jobs), values)
     conn.execute(insert(job_events), event)
+    return then(conn, values["created_at"]) if then is not None else None
 
 
 def _list(conn: Connection, user_id: int, page: int, page_size: int) -> tuple[list[Row[Any]], int]:
@@ -135,6 +143,19 @@ class JobStore:
 
     async def create(self, user_id: int, job: NewJob) -> float:
         """Insert a pending job and its first history row; returns ``created_at``."""
+        values, event = self._new_rows(user_id, job)
+        await self.db.write(_create, values, event)
+        return float(values["created_at"])
+
+    async def create_then(self, user_id: int, job: NewJob, then: Callable[[Connection, float], T]) -> T:
+        """Insert a pending job, then run ``then(conn, created_at)`` in the same transaction.
+
+        The submit fast path uses it to claim the new job for an agent without a second write.
+        """
+        values, event = self._new_rows(user_id, job)
+        return await self.db.write(_create, values, event, then)  # type: ignore[no-any-return]
+
+    def _new_rows(self, user_id: int, job: NewJob) -> tuple[dict[str, Any], dict[str, Any]]:
         now = self.clock()
         values: dict[str, Any] = {
             "request_id": job.request_id,
@@ -168,8 +189,7 @@ class JobStore:
             "vm_status": VmStatus.PENDING.value,
             "reason": "submitted",
         }
-        await self.db.write(_create, values, event)
-        return now
+        return values, event
 
     async def get(self, user_id: int, job_id: str) -> Row[Any]:
         """The job's public columns; NotFound if it does not exist *for this user*."""

@@ -14,6 +14,7 @@ from mags.runtime.base import Limits, Sandbox, SandboxSpec, SandboxStats
 from mags.runtime.host import HostEnv, SandboxResources, read_tail
 from mags.runtime.pool import WarmPool
 from mags.runtime.protocol import InitConnection
+from mags.runtime.spawn import Child, spawn
 
 log = logging.getLogger(__name__)
 HELLO_TIMEOUT = 15.0
@@ -23,7 +24,7 @@ class ManagedSandbox(Sandbox):
     """A sandbox whose host resources (cgroup, netns slot, dirs) belong to a HostEnv."""
 
     def __init__(
-        self, spec: SandboxSpec, conn: InitConnection, res: SandboxResources, proc: asyncio.subprocess.Process,
+        self, spec: SandboxSpec, conn: InitConnection, res: SandboxResources, proc: Child,
         runtime: BaseRuntime,
     ) -> None:
         super().__init__(spec, conn, res.net.ip)
@@ -170,10 +171,7 @@ class BaseRuntime:
         """Start the sandbox's process (its fd 0/1 are the protocol stream) and connect to its init."""
         with open(self._log_path(res), "wb") as errf:
             try:
-                proc = await asyncio.create_subprocess_exec(
-                    *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=errf,
-                    start_new_session=True,
-                )
+                proc = await spawn(args, stdin=True, stdout=True, stderr=errf, start_new_session=True)
             except OSError as exc:
                 await self.host.release(res)
                 raise SandboxError(f"cannot start {what}: {exc}") from exc
@@ -188,12 +186,13 @@ class BaseRuntime:
             sb.proc.kill()
             await sb.proc.wait()
         sb.conn.close()
+        sb.proc.close()
 
     async def _release(self, sb: ManagedSandbox) -> None:
         await self.host.release(sb.res)
         self._log_path(sb.res).unlink(missing_ok=True)
 
-    async def _connect(self, spec: SandboxSpec, res: SandboxResources, proc: asyncio.subprocess.Process) -> ManagedSandbox:
+    async def _connect(self, spec: SandboxSpec, res: SandboxResources, proc: Child) -> ManagedSandbox:
         assert proc.stdout is not None and proc.stdin is not None
         conn = InitConnection(proc.stdout, proc.stdin)
         try:
@@ -203,6 +202,7 @@ class BaseRuntime:
             if proc.returncode is None:
                 proc.kill()
             await proc.wait()
+            proc.close()
             await self.host.release(res)
             detail = read_tail(self._log_path(res)) or str(exc) or "no output"
             raise SandboxError(f"sandbox failed to start: {detail}") from exc

@@ -17,9 +17,10 @@ log = logging.getLogger(__name__)
 
 
 class WarmPool:
-    def __init__(self, create: Callable[[], Awaitable[Sandbox]], size: int) -> None:
+    def __init__(self, create: Callable[[], Awaitable[Sandbox]], size: int, refill_delay: float = 0.015) -> None:
         self._create = create
         self.size = size
+        self.refill_delay = refill_delay
         self._ready: list[Sandbox] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -72,6 +73,8 @@ class WarmPool:
             if len(self._ready) >= self.size:
                 self._wake.clear()
                 await self._wake.wait()
+                # a sandbox was just taken: let its first run go before building the next
+                await asyncio.sleep(self.refill_delay)
                 continue
             try:
                 sb = await self._create()

@@ -49,7 +49,12 @@ CLAIM_COLUMNS = (
 
 async def claim_jobs(db: Database, agent_id: str, limit: int, clock: Callable[[], float]) -> list[Row[Any]]:
     """Mark up to ``limit`` oldest pending jobs as starting on ``agent_id``; return them."""
-    rows = await db.write(_claim, agent_id, limit, clock())
+    return await db.write(claim_in, agent_id, limit, clock())
+
+
+def claim_in(conn: Connection, agent_id: str, limit: int, now: float) -> list[Row[Any]]:
+    """:func:`claim_jobs` inside the caller's transaction (the submit fast path), oldest first."""
+    rows = _claim(conn, agent_id, limit, now)
     rows.sort(key=lambda r: r._mapping["created_at"])
     return rows
 

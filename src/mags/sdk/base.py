@@ -25,6 +25,7 @@ ALIVE = ("running", "sleeping")
 TERMINAL = ("completed", "error")
 STARTED = ("running", "sleeping", "completed", "error")
 MAX_LONG_POLL_S = 60  # the server caps ``wait`` here
+SUBMIT_WAIT_S = 2.0  # run_and_wait: how long the submit itself may wait for the result
 MAX_STREAM_DROPS = 5  # consecutive stream drops without progress before giving up
 STREAM_READ_TIMEOUT_S = 75.0  # > server keep-alive interval; a quiet stream is re-opened, not failed
 LIST_PAGE_SIZE = 100

@@ -18,6 +18,7 @@ from mags.sdk.base import (
     MAX_LIST_PAGES,
     MAX_LONG_POLL_S,
     STARTED,
+    SUBMIT_WAIT_S,
     TERMINAL,
     Call,
     Emit,
@@ -100,16 +101,27 @@ def all_logs(request_id: str) -> Flow[dict[str, Any]]:
         after = following
 
 
-def wait_result(request_id: str, *, timeout: float | None, poll_interval: float) -> Flow[dict[str, Any]]:
-    """Wait for a job's script to finish; return ``request_id, status, exit_code, duration_ms, logs``."""
+def wait_result(
+    request_id: str, *, timeout: float | None, poll_interval: float, spent: float = 0.0
+) -> Flow[dict[str, Any]]:
+    """Wait for a job's script to finish; return ``request_id, status, exit_code, duration_ms, logs``.
+
+    ``spent``: seconds of ``timeout`` already used (by the submit's own wait).
+    """
+    left = None if timeout is None else max(0.0, timeout - spent)
     status = yield from wait_status(
-        request_id, TERMINAL, timeout=timeout, poll_interval=poll_interval, with_logs=True
+        request_id, TERMINAL, timeout=left, poll_interval=poll_interval, with_logs=True
     )
     if status.get("status") not in TERMINAL:
         raise ClientError(
             f"job {request_id} did not finish within {timeout:g}s (status: {status.get('status')})",
             status_code=408,
         )
+    return (yield from _result(request_id, status))
+
+
+def _result(request_id: str, status: dict[str, Any]) -> Flow[dict[str, Any]]:
+    """A finished job's result: its logs from the status answer, or fetched."""
     if isinstance(status.get("logs"), list) and not status.get("logs_has_more"):
         logs = {"logs": status.pop("logs")}
     else:
@@ -120,10 +132,21 @@ def wait_result(request_id: str, *, timeout: float | None, poll_interval: float)
 
 
 def run_and_wait(payload: dict[str, Any], *, timeout: float | None, poll_interval: float) -> Flow[dict]:
-    """Submit a job and wait for its result."""
-    submitted = yield Call("POST", "/mags-jobs", json=payload)
+    """Submit a job and wait for its result.
+
+    The submit itself asks a mags server to wait a little (``?wait=``): a short job's result
+    comes back in that one request.  Otherwise (a longer job, or a server without the
+    extension, which answers ``accepted`` at once) we long-poll its status.
+    """
+    started = time.monotonic()
+    wait = SUBMIT_WAIT_S if timeout is None else min(SUBMIT_WAIT_S, timeout)
+    params = {"wait": f"{wait:g}", "include": "logs"} if wait > 0 else None
+    submitted = yield Call("POST", "/mags-jobs", json=payload, params=params, extra_timeout=wait)
     request_id = job_id_of(submitted)
-    return (yield from wait_result(request_id, timeout=timeout, poll_interval=poll_interval))
+    if submitted.get("status") in TERMINAL:
+        return (yield from _result(request_id, submitted))
+    spent = time.monotonic() - started if wait > 0 else 0.0
+    return (yield from wait_result(request_id, timeout=timeout, poll_interval=poll_interval, spent=spent))
 
 
 def new(

@@ -82,3 +82,22 @@ async def test_status_can_carry_the_logs_of_a_finished_job(alice: httpx.AsyncCli
     assert [e["message"] for e in st["logs"]] == ["a", "b"] and st["logs_has_more"] is False
     plain = (await alice.get(f"/mags-jobs/{rid}/status")).json()
     assert "logs" not in plain
+
+
+async def test_submit_can_wait_for_the_result(alice: httpx.AsyncClient) -> None:
+    """``POST /mags-jobs?wait=S&include=logs``: submit and long-poll in one request."""
+    r = await alice.post("/mags-jobs", params={"wait": 10, "include": "logs"}, json={"script": "echo a; exit 4"})
+    assert r.status_code == 200
+    done = r.json()
+    assert done["request_id"] and done["status"] == "error" and done["exit_code"] == 4
+    assert [e["message"] for e in done["logs"]] == ["a"] and done["logs_has_more"] is False
+    # a job still running when the wait ends: its current status, no logs
+    r = await alice.post("/mags-jobs", params={"wait": 0.1, "include": "logs"}, json={"script": "sleep 5"})
+    slow = r.json()
+    assert slow["status"] in ("pending", "running") and "logs" not in slow
+    assert (await alice.post(f"/mags-jobs/{slow['request_id']}/stop")).status_code == 200
+    # bad waits are refused before anything is submitted
+    before = (await alice.get("/mags-jobs")).json()["total"]
+    r = await alice.post("/mags-jobs", params={"wait": "soon"}, json={"script": "echo x"})
+    assert r.status_code == 400 and "wait" in r.json()["error"]
+    assert (await alice.get("/mags-jobs")).json()["total"] == before

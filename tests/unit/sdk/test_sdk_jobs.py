@@ -326,3 +326,15 @@ def test_run_and_wait_takes_inline_logs_from_a_mags_server(api, mags_client):
     assert result["logs"] == logs and "logs_has_more" not in result
     assert api.calls("GET", f"/mags-jobs/{JOB}/status")[0].url.params["include"] == "logs"
     assert api.calls("GET", f"/mags-jobs/{JOB}/logs") == []
+
+
+def test_run_and_wait_takes_the_result_from_the_submit_when_it_is_done(api, mags_client):
+    """A mags server honours ``POST ?wait=``: a short job's result comes in one request."""
+    logs = [{"timestamp": "t", "source": "stdout", "message": "hi"}]
+    api.on("POST", "/mags-jobs", {"request_id": JOB, "status": "completed", "exit_code": 0,
+                                  "script_duration_ms": 3, "logs": logs, "logs_has_more": False})
+    result = mags_client.run_and_wait("echo hi", timeout=30)
+    assert result == {"request_id": JOB, "status": "completed", "exit_code": 0, "duration_ms": 3, "logs": logs}
+    post = api.calls("POST", "/mags-jobs")[0]
+    assert float(post.url.params["wait"]) == 2 and post.url.params["include"] == "logs"
+    assert len(api.requests) == 1
