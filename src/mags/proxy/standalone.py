@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
+import sys
 
 from sqlalchemy import Connection, select
 
@@ -44,20 +46,61 @@ async def refresh_agents(db: Database, registry: AgentRegistry) -> None:
             registry.add(agent_client(agent_id, url), url)
 
 
+class _Control(asyncio.Protocol):
+    """The child's stdin: route labels to forget, one per line; EOF (the server is gone) stops."""
+
+    def __init__(self, proxy: EdgeProxy, stop: asyncio.Event) -> None:
+        self.proxy = proxy
+        self.stop = stop
+        self.buf = b""
+
+    def data_received(self, data: bytes) -> None:
+        *lines, self.buf = (self.buf + data).split(b"\n")
+        labels = [line.decode(errors="replace") for line in lines if line]
+        if labels:
+            self.proxy.routes_changed(labels)
+
+    def eof_received(self) -> bool:
+        self.stop.set()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.stop.set()
+
+
+async def serve_child(settings: Settings, fds: list[int]) -> None:
+    """The proxy of ``mags server`` (``ProxyProcess``): accept on inherited sockets ``fds``."""
+    socks = [socket.socket(fileno=fd) for fd in fds]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, lambda: None)  # the server decides when we stop
+    await _serve(settings, stop, socks=socks, control=True)
+
+
 async def serve_proxy(settings: Settings) -> None:
     """Run the edge proxy until SIGTERM/SIGINT."""
-    db = create_database(settings.db_url)
-    registry = AgentRegistry()
-    proxy = EdgeProxy(settings, UrlStore(db, Clock()), registry)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    await _serve(settings, stop)
+
+
+async def _serve(settings: Settings, stop: asyncio.Event, *, socks: list[socket.socket] | None = None,
+                 control: bool = False) -> None:  # fmt: skip
+    db = create_database(settings.db_url)
+    registry = AgentRegistry()
+    proxy = EdgeProxy(settings, UrlStore(db, Clock()), registry)
+    loop = asyncio.get_running_loop()
     try:
         await refresh_agents(db, registry)
-        await proxy.start()
+        await proxy.start(socks=socks)
+        if control:
+            await loop.connect_read_pipe(lambda: _Control(proxy, stop), sys.stdin)
         freeze_startup_heap()
-        print(f"mags edge proxy ready on port {proxy.port} for *.{settings.apps_domain}", flush=True)
+        if not control:
+            print(f"mags edge proxy ready on port {proxy.port} for *.{settings.apps_domain}", flush=True)
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), AGENT_REFRESH_S)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from pathlib import Path
 
 # WebSocket echo (RFC 6455, enough for the test): greets first (server -> client), then echoes.
 WS_APP = r'''
@@ -105,6 +106,22 @@ def wait_http(url: str, expect: str = "200", timeout: float = 30) -> str:
             return code
         time.sleep(0.2)
     raise AssertionError(f"{url} answered {code}, never {expect}")
+
+
+def proxy_pid(server_pid: int, timeout: float = 10.0) -> int:
+    """The pid of the edge proxy process `mags server` runs (`python -m mags.proxy --child`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for task in Path(f"/proc/{server_pid}/task").iterdir():
+            for pid in (task / "children").read_text().split():
+                try:
+                    if b"mags.proxy" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                        return int(pid)
+                except OSError:
+                    continue
+        if time.monotonic() > deadline:
+            raise AssertionError(f"mags server {server_pid} runs no proxy process")
+        time.sleep(0.1)
 
 
 def rss_kb(pid: int) -> int:

@@ -13,7 +13,7 @@ import pytest
 from websockets.sync.client import connect as ws_connect
 
 from mags import Mags
-from tests.integration.proxy.apps import BIG_APP, WS_APP, curl, rss_kb, wait_http, write_file
+from tests.integration.proxy.apps import BIG_APP, WS_APP, curl, proxy_pid, rss_kb, wait_http, write_file
 from tests.integration.server_fixture import ServerProc, free_port
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (sandboxes)")
@@ -115,7 +115,7 @@ def _peak_rss_growth(pid: int, work: threading.Thread) -> int:
 def test_50mb_upload_and_download_stream_with_bounded_memory(web: dict[str, str], server: ServerProc,
                                                              tmp_path: Path) -> None:  # fmt: skip
     assert server.proc is not None
-    pid = server.proc.pid
+    pid = proxy_pid(server.proc.pid)  # the proxy is a child process of `mags server`
     src = tmp_path / "up.bin"
     src.write_bytes(os.urandom(50 * 1024 * 1024))
     results: dict[str, str] = {}
@@ -130,5 +130,25 @@ def test_50mb_upload_and_download_stream_with_bounded_memory(web: dict[str, str]
     grew_up = _peak_rss_growth(pid, threading.Thread(target=upload))
     grew_down = _peak_rss_growth(pid, threading.Thread(target=download))
     assert results == {"up": str(50 * 1024 * 1024), "down": str(50 * 1024 * 1024)}
-    print(f"server RSS growth: upload {grew_up} MiB, download {grew_down} MiB")
+    print(f"proxy RSS growth: upload {grew_up} MiB, download {grew_down} MiB")
     assert grew_up < 15 and grew_down < 15, (grew_up, grew_down)
+
+
+def test_the_proxy_process_is_restarted_and_ends_with_the_server(web: dict[str, str], server: ServerProc,
+                                                                 proxy_port: int, tmp_path: Path) -> None:  # fmt: skip
+    assert server.proc is not None
+    pid = proxy_pid(server.proc.pid)
+    os.kill(pid, signal.SIGKILL)
+    wait_http(web["url"] + "/", "200", timeout=20)  # the server started a new one on the same socket
+    assert proxy_pid(server.proc.pid) != pid
+    # a second server whose proxy must not outlive it, even killed with SIGKILL
+    port = free_port()
+    other = ServerProc(tmp_path / "data", tmp_path / "home", free_port(), "namespaces",
+                       extra_env={"MAGS_PROXY_PORT": str(port), "MAGS_SSH_PORT": "0"}).start()  # fmt: skip
+    assert other.proc is not None
+    child = proxy_pid(other.proc.pid)
+    other.stop(signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{child}").exists() and b"mags.proxy" in Path(f"/proc/{child}/cmdline").read_bytes():
+        assert time.monotonic() < deadline, "the proxy process outlived its server"
+        time.sleep(0.1)
