@@ -128,5 +128,10 @@ class HttpAgentClient:
         except httpx.HTTPError as exc:
             raise AgentError(f"agent {self.agent_id} event stream lost: {exc}") from exc
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran (an event stream then ends for good)."""
+        return self._http.is_closed
+
     async def close(self) -> None:
         await self._http.aclose()

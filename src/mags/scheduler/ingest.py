@@ -64,6 +64,9 @@ class EventIngest:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any agent failure fails the job/stream
+                if getattr(self.agent, "closed", False):  # shutting down: the client is gone
+                    log.debug("event stream of agent %s closed", self.agent.agent_id)
+                    return
                 log.warning("event stream of agent %s failed (%s); reconnecting", self.agent.agent_id, exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.backoff_max)

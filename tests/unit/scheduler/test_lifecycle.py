@@ -162,6 +162,21 @@ async def test_ingest_reconnects_and_resumes(tmp_path: Path) -> None:
         assert agent.stream_calls[0] == 0 and agent.stream_calls[1] > 0  # resumed, not replayed
 
 
+async def test_ingest_stops_once_its_agent_client_is_closed(tmp_path: Path) -> None:
+    """Shutting down closes the agent client first: the ingest ends instead of retrying."""
+    agent = FakeAgentClient("local")
+    async with running_control_plane(make_settings(tmp_path), [agent]) as cp:
+        ingest = cp.ingests[0]
+        await asyncio.sleep(0.05)
+        assert ingest._task is not None and not ingest._task.done()
+        await agent.close()
+        agent.break_stream()
+        await asyncio.wait_for(asyncio.shield(ingest._task), 5)
+        calls = len(agent.stream_calls)
+        await asyncio.sleep(0.3)
+        assert len(agent.stream_calls) == calls == 1  # no reconnect attempts
+
+
 async def test_restart_with_new_agent_id_on_same_url(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     old = FakeAgentClient("agent-old")
