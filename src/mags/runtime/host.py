@@ -23,6 +23,10 @@ from mags.runtime.network import NetSlot, NetworkManager
 
 log = logging.getLogger(__name__)
 
+# SandboxResources.extra key: the backend moved the slot's address into the sandbox (gVisor
+# netstack), so it must be put back on release before the slot is reused
+NET_RESTORE = "net_restore"
+
 
 @dataclass
 class SandboxResources:
@@ -213,18 +217,28 @@ class HostEnv:
             return
         res.released = True
         assert self.network is not None
-        await asyncio.to_thread(self._release_sync, res)  # one thread hop for all the file work
-        self.network.release(res.net)
+        # one thread hop for all the file work; a slot whose address could not be put back
+        # is not reused
+        if await asyncio.to_thread(self._release_sync, res):
+            self.network.release(res.net)
 
-    @staticmethod
-    def _release_sync(res: SandboxResources) -> None:
+    def _release_sync(self, res: SandboxResources) -> bool:
         try:
-            res.cgroup.remove()
+            res.cgroup.remove()  # every process of the sandbox is gone after this
         except SandboxError as exc:
             log.error("sandbox %s: %s", res.name, exc)
+        ok = True
+        if res.extra.get(NET_RESTORE):
+            assert self.network is not None
+            try:
+                self.network.restore(res.net)
+            except SandboxError as exc:
+                log.error("sandbox %s: network slot %s not reusable: %s", res.name, res.net.netns, exc)
+                ok = False
         shutil.rmtree(res.dir, True)
         if res.ephemeral_upper:
             shutil.rmtree(res.upper.parent, True)
+        return ok
 
 
 def read_tail(path: Path, limit: int = 2000) -> str:

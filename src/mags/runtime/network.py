@@ -247,6 +247,19 @@ class NetworkManager:
             self._used[slot.index] = slot
             return slot
 
+    def restore(self, slot: NetSlot) -> None:
+        """Give ``eth0`` of a slot back its address and default route.
+
+        gVisor's netstack takes the address off the interface it serves (the sandbox's stack
+        owns it while it runs); the slot is reusable once this put it back.  Idempotent.
+        """
+        cmds = [
+            f"addr replace {slot.ip}/30 dev eth0",
+            "link set eth0 up",
+            f"route replace default via {slot.host_ip} dev eth0",
+        ]
+        _run(["ip", "-n", slot.netns, "-batch", "-"], "\n".join(cmds) + "\n")
+
     def release(self, slot: NetSlot) -> None:
         if self._used.pop(slot.index, None) is not None:
             self._free.append(slot)

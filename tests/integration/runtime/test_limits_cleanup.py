@@ -135,3 +135,41 @@ async def test_runtime_close_removes_everything(tmp_path: Path) -> None:
     assert chain + "-" not in rules
     assert not any(d.exists() for d in cg_dirs)
     assert str(settings.run_dir) not in Path("/proc/self/mounts").read_text()
+
+
+async def test_spawn_reports_exec_failures_and_uses_the_callers_path(runtime: BaseRuntime) -> None:
+    # init spawns with vfork: the exec error must still reach the caller, the PATH searched
+    # must be the one given to spawn, and init's own environment must be left as it was
+    sb = await runtime.create(spec())
+    try:
+        r = await sb.exec(["no-such-command-xyz"])
+        assert r.exit_code == 127
+        assert b"cannot execute no-such-command-xyz" in r.stderr
+        r = await sb.exec(["/no/such/file"])
+        assert r.exit_code == 127 and b"cannot execute /no/such/file" in r.stderr
+        await sb.put_file("/opt/mybin/only-here", b"#!/bin/sh\necho found-it\n", mode=0o755)
+        r = await sb.exec(["only-here"], env={"PATH": "/opt/mybin"})
+        assert (r.exit_code, r.stdout) == (0, b"found-it\n")
+        r = await sb.exec(["only-here"])
+        assert r.exit_code == 127
+        r = await sb.exec(["true"])
+        assert r.exit_code == 0
+    finally:
+        await sb.destroy()
+
+
+async def test_network_slot_is_reusable_after_destroy(runtime: BaseRuntime) -> None:
+    # gVisor's netstack moves eth0's address into the sandbox while it runs: destroy must put
+    # it (and the default route) back before the slot serves the next sandbox
+    net = runtime.host.network
+    assert net is not None
+    sb = await runtime.create(spec())
+    slot = sb.res.net  # type: ignore[attr-defined]
+    code = (await sb.exec(["true"])).exit_code
+    assert code == 0
+    await sb.destroy()
+    addrs = subprocess.run(["ip", "-n", slot.netns, "-4", "-o", "addr", "show", "eth0"], capture_output=True, text=True)
+    routes = subprocess.run(["ip", "-n", slot.netns, "route"], capture_output=True, text=True)
+    assert f"inet {slot.ip}/30" in addrs.stdout
+    assert f"default via {slot.host_ip}" in routes.stdout
+    assert slot in net._free

@@ -3,7 +3,9 @@
  *
  *   mags-sandbox init                run the init daemon on fd 0/1 (inside gVisor or a VM)
  *   mags-sandbox launch [options]    namespaces runtime: build the sandbox, then become its init
- *   mags-sandbox cgexec --cgroup DIR... -- CMD [ARGS]   join cgroups, then exec CMD
+ *   mags-sandbox cgexec --cgroup DIR... [--lower/--upper/--work/--root] [--mask DIR] -- CMD [ARGS]
+ *                                    join cgroups, mount the overlay root and hide DIRs (empty
+ *                                    read-only tmpfs) in a private mount namespace, exec CMD
  *   mags-sandbox version
  *
  * launch options:
@@ -277,10 +279,9 @@ static void do_spawn(uint32_t id, const char *pl, uint32_t len) {
     for (int i = 0; i < MAX_PROCS; i++) if (!procs[i].used) { slot = &procs[i]; break; }
     if (!slot) { free(strs); send_error(id, EAGAIN, "spawn: too many processes"); send_i32s(T_EXIT, id, 127, 0, 2); send_frame(T_CLOSED, id, NULL, 0); return; }
 
-    int out[2] = {-1, -1}, err[2] = {-1, -1}, in[2] = {-1, -1}, master = -1, slave = -1, ep[2];
+    int out[2] = {-1, -1}, err[2] = {-1, -1}, in[2] = {-1, -1}, master = -1, slave = -1;
     int pty = (flags & SPAWN_PTY) != 0;
     int ok = 0;
-    if (pipe2(ep, O_CLOEXEC) < 0) goto fail;
     if (pty) {
         if (open_pty(&master, &slave, rows, cols) < 0) goto fail;
     } else {
@@ -297,7 +298,13 @@ fail:
         send_frame(T_CLOSED, id, NULL, 0);
         return;
     }
-    pid_t pid = fork();
+    /* vfork: the child borrows init's memory until it execs, so no copy of init's address
+       space is made (under gVisor that is a whole new address space per spawn).  The child
+       only makes syscalls, writes child_errno (read by init once the child exec'd or died)
+       and sets `environ`, which init restores: init is suspended until then. */
+    volatile int child_errno = 0;
+    char **saved_environ = environ;
+    pid_t pid = vfork();
     if (pid == 0) {
         sigset_t all;
         sigemptyset(&all);
@@ -319,18 +326,16 @@ fail:
         if (chdir(cwd) < 0) (void)!chdir("/");
         environ = envp;
         execvp(argv[0], argv);
-        int e = errno;
-        (void)!write(ep[1], &e, sizeof(e));
+        child_errno = errno ? errno : ENOEXEC;
         _exit(127);
     }
     int fork_errno = errno;
-    close(ep[1]);
+    environ = saved_environ;
     if (pty) close(slave);
     close_fd(&out[1]);
     close_fd(&err[1]);
     close_fd(&in[0]);
     if (pid < 0) {
-        close(ep[0]);
         close_fd(&out[0]); close_fd(&err[0]); close_fd(&in[1]);
         if (master >= 0) close(master);
         free(strs);
@@ -339,11 +344,7 @@ fail:
         send_frame(T_CLOSED, id, NULL, 0);
         return;
     }
-    int child_errno = 0;
-    ssize_t n;
-    do { n = read(ep[0], &child_errno, sizeof(child_errno)); } while (n < 0 && errno == EINTR);
-    close(ep[0]);
-    if (n == (ssize_t)sizeof(child_errno)) {
+    if (child_errno != 0) {
         char msg[300];
         snprintf(msg, sizeof(msg), "cannot execute %.200s", argv[0]);
         send_error(id, child_errno, msg);
@@ -931,12 +932,16 @@ static int run_launch(struct launch_opts *o) {
 }
 
 /* cgexec: join cgroups, optionally mount an overlay root in a private mount namespace (so the
-   mount dies with the sandbox and never shows on the host), then exec a command (runsc). */
+   mount dies with the sandbox and never shows on the host), then exec a command (runsc).
+   --mask DIR covers DIR with an empty read-only tmpfs in that namespace: gVisor's netstack
+   mode refuses to start when /proc/sys/net/core/rmem_default exists, its (wrong on kernels
+   >= 6.x, where that sysctl is per network namespace) test for "root network namespace". */
 static int run_cgexec(int argc, char **argv) {
     const char *dirs[16];
     const char *lowers[MAX_ITEMS];
+    const char *masks[MAX_ITEMS];
     const char *upper = NULL, *work = NULL, *root = NULL;
-    int n = 0, nl = 0, i = 2;
+    int n = 0, nl = 0, nm = 0, i = 2;
     for (; i < argc; i++) {
         if (strcmp(argv[i], "--") == 0) { i++; break; }
         if (i + 1 >= argc) { errno = EINVAL; die("cgexec: %s needs a value", argv[i]); }
@@ -945,14 +950,20 @@ static int run_cgexec(int argc, char **argv) {
         else if (strcmp(argv[i], "--upper") == 0) upper = argv[++i];
         else if (strcmp(argv[i], "--work") == 0) work = argv[++i];
         else if (strcmp(argv[i], "--root") == 0) root = argv[++i];
+        else if (strcmp(argv[i], "--mask") == 0 && nm < MAX_ITEMS) masks[nm++] = argv[++i];
         else { errno = EINVAL; die("cgexec: unexpected %s", argv[i]); }
     }
     if (i >= argc) { errno = EINVAL; die("cgexec: no command"); }
     join_cgroups(dirs, n);
-    if (root) {
-        if (!upper || !work || nl == 0) { errno = EINVAL; die("cgexec: --root needs --upper, --work and --lower"); }
+    if (root || nm) {
         if (unshare(CLONE_NEWNS) < 0) die("unshare mount namespace");
         if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) die("make / private");
+    }
+    for (int k = 0; k < nm; k++)
+        if (mount("tmpfs", masks[k], "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=0555") < 0)
+            die("mask %s", masks[k]);
+    if (root) {
+        if (!upper || !work || nl == 0) { errno = EINVAL; die("cgexec: --root needs --upper, --work and --lower"); }
         char opts[8192];
         size_t off = (size_t)snprintf(opts, sizeof(opts), "lowerdir=");
         for (int k = 0; k < nl; k++)
