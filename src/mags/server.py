@@ -86,7 +86,7 @@ class ControlPlane:
         """Reconcile with the agents, then start ingest, applier and dispatcher."""
         self.applier.start()
         await register_agents(self.db, self.registry, self.clock())
-        await reconcile_at_start(self.db, self.registry, self.applier, self.clock)
+        await reconcile_at_start(self.db, self.registry, self.applier, self.clock, self.settings)
         for ingest in self.ingests:
             ingest.start()
         self.dispatcher.start()

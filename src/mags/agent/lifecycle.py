@@ -164,6 +164,10 @@ class LifecycleMixin:
         t.last_busy = time.time()
         t.activity_at_sync = time.time()
         self.events.emit("state", t.req.sandbox_id, t.req.job_id, state="running", reason=reason)
+        await self._start_startup_command(t, sb)
+
+    async def _start_startup_command(self: AgentService, t: Tracked, sb: Sandbox) -> None:
+        """Run the sandbox's startup command in the background (after a wake or a resume)."""
         if t.startup_command:
             proc = await sb.spawn_script(t.startup_command, t.req.environment)
             asyncio.get_running_loop().create_task(self._pump_background(t, proc))

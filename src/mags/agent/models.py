@@ -82,6 +82,11 @@ class SandboxRequest(BaseModel):
     idle_timeout_s: float | None = None  # None: the agent's setting
     workspace: WorkspaceRef | None = None
     files: list[FileRef] = Field(default_factory=list)
+    # re-create a persistent job's VM whose sandbox was lost (its server or host went down):
+    # "sleeping" registers it asleep (it boots on the next wake); "running" boots it now from
+    # its workspace and runs the startup command, and the script too if ``rerun_script``
+    resume: Literal["running", "sleeping"] | None = None
+    rerun_script: bool = False
 
 
 SandboxState = Literal["starting", "running", "sleeping", "stopping", "stopped"]

@@ -41,6 +41,7 @@ from mags.runtime.namespaces import BaseRuntime
 from mags.runtime.protocol import ExitStatus, Output, ProcessHandle
 
 log = logging.getLogger(__name__)
+RESUMED_REASON = "re-provisioned: its sandbox was lost when the server or host went down"
 TEARDOWN_DELAY_S = 0.015  # after a script's exit is reported, before its sandbox is destroyed
 MAX_LINE = 64 * 1024
 
@@ -232,10 +233,14 @@ class AgentService(LifecycleMixin):
             raise ValidationError("script is empty")
         if req.no_sleep and not req.persistent:
             raise ValidationError("no_sleep needs a persistent sandbox")
+        if req.resume is not None and (not req.persistent or req.workspace is None):
+            raise ValidationError("only a persistent sandbox on a workspace can be resumed")
         t = Tracked(req=req, no_sleep=req.no_sleep, startup_command=req.startup_command)
         if req.workspace is not None:
             t.synced_parent = req.workspace.snapshot_id
         self._tracked[req.sandbox_id] = t
+        if req.resume is not None and not req.rerun_script:
+            return await self._resume(t)
         try:
             async with t.lock:
                 sb = await self._boot(t)
@@ -257,8 +262,29 @@ class AgentService(LifecycleMixin):
         t.state = "running"
         t.script_running = True
         t.last_activity = time.time()
-        self.events.emit("started", req.sandbox_id, req.job_id, ip=sb.ip, state="running")
+        if req.resume is not None:
+            self.events.emit("state", req.sandbox_id, req.job_id, state="running", reason=RESUMED_REASON)
+            await self._start_startup_command(t, sb)
+        else:
+            self.events.emit("started", req.sandbox_id, req.job_id, ip=sb.ip, state="running")
         t.script_task = asyncio.get_running_loop().create_task(self._run_script(t, proc))
+        return t.info(self.runtime.name)
+
+    async def _resume(self, t: Tracked) -> SandboxInfo:
+        """A lost VM whose script had finished: registered asleep, or booted like a wake."""
+        req = t.req
+        t.script_running = False
+        if req.resume == "sleeping":
+            t.state = "sleeping"
+            return t.info(self.runtime.name)
+        try:
+            async with t.lock:
+                await self._wake_locked(t, RESUMED_REASON)
+        except Exception as exc:
+            self._tracked.pop(req.sandbox_id, None)
+            if isinstance(exc, MagsError):
+                raise
+            raise SandboxError(f"cannot resume sandbox: {exc}") from exc
         return t.info(self.runtime.name)
 
     def _pump_output(self, t: Tracked, limit: int | None = None):  # noqa: ANN202 - small closure factory

@@ -54,7 +54,8 @@ JOB_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
 VM_TRANSITIONS: dict[VmStatus, frozenset[VmStatus]] = {
     V.PENDING: frozenset({V.STARTING, V.STOPPED}),
     V.STARTING: frozenset({V.RUNNING, V.STOPPING, V.STOPPED}),
-    V.RUNNING: frozenset({V.SLEEPING, V.STOPPING, V.STOPPED}),
+    # running -> starting: re-provisioning a VM whose sandbox was lost (scheduler/resume.py)
+    V.RUNNING: frozenset({V.SLEEPING, V.STARTING, V.STOPPING, V.STOPPED}),
     V.SLEEPING: frozenset({V.STARTING, V.RUNNING, V.STOPPING, V.STOPPED}),
     V.STOPPING: frozenset({V.STOPPED}),
     V.STOPPED: frozenset(),

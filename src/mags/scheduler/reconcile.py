@@ -1,8 +1,9 @@
 """Desired vs actual at start and stop: no job is left ``running`` for a sandbox that is gone.
 
 * :func:`reconcile_at_start` -- jobs a previous process left active (claimed, running,
-  sleeping) whose sandbox the agent no longer has end ``error`` with "server restarted";
-  sandboxes the database knows nothing active about are stopped.
+  sleeping) whose sandbox the agent no longer has end ``error`` with "server restarted",
+  except persistent VMs that come back (always-on ones running, others asleep; see
+  scheduler/resume.py); sandboxes the database knows nothing active about are stopped.
 * :func:`end_superseded` -- jobs of an agent that listened on the url one of ours has now
   (the agent restarted under a new id) end with "server restarted".
 * :func:`end_orphans` -- jobs on agents no live control plane serves (never registered, or
@@ -25,12 +26,14 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from mags.agent.models import SandboxInfo, StopRequest
+from mags.config import Settings
 from mags.core.db import Database
 from mags.core.schema import agents, jobs
 from mags.core.states import VM_ACTIVE
 from mags.scheduler.applier import StateApplier
 from mags.scheduler.changes import RESTART_REASON, Change
 from mags.scheduler.registry import AgentRegistry
+from mags.scheduler.resume import resume_lost
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +61,17 @@ def _job_ids(conn: Connection, stmt: Any) -> list[str]:
 
 
 async def reconcile_at_start(
-    db: Database, registry: AgentRegistry, applier: StateApplier, clock: Callable[[], float]
+    db: Database,
+    registry: AgentRegistry,
+    applier: StateApplier,
+    clock: Callable[[], float],
+    settings: Settings | None = None,
 ) -> int:
-    """Bring active jobs in line with what the agents really run; returns jobs ended."""
+    """Bring active jobs in line with what the agents really run; returns jobs ended.
+
+    With ``settings``, persistent VMs that qualify are re-provisioned instead of ended
+    (scheduler/resume.py).
+    """
     alive: dict[str, dict[str, SandboxInfo]] = {}
     for agent in registry.all():
         try:
@@ -73,6 +84,14 @@ async def reconcile_at_start(
         job_id, vm_id, agent_id = row._mapping["request_id"], row._mapping["vm_id"], row._mapping["agent_id"]
         info = alive[agent_id].get(vm_id or "")
         if info is None:
+            agent = registry.get(agent_id)
+            if (
+                settings is not None
+                and agent is not None
+                and await resume_lost(db, agent, applier, clock, settings, job_id)
+            ):
+                known.add(vm_id)
+                continue
             await applier.apply(Change("finish", job_id, clock(), reason=RESTART_REASON))
             ended += 1
         else:

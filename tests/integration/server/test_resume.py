@@ -1,0 +1,74 @@
+"""A server killed with SIGKILL and restarted brings persistent VMs back (scheduler/resume.py)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from mags import Mags
+from tests.integration.server_fixture import ServerProc, free_port
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (sandboxes)")
+
+
+def wait_for(what: str, check, timeout: float = 30.0):  # noqa: ANN001, ANN201 - small poll helper
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def test_always_on_and_sleeping_vms_come_back_after_a_crash(tmp_path: Path) -> None:
+    env = {"MAGS_IDLE_TIMEOUT_S": "3", "MAGS_SYNC_INTERVAL_S": "2"}
+    srv = ServerProc(tmp_path / "data", tmp_path / "home", free_port(), "namespaces", extra_env=env).start()
+    try:
+        with Mags(api_token=srv.admin_token, api_url=srv.url) as m:
+            # always-on: its script (a server) must be serving again after the crash
+            api = m.run("echo boot >> /root/boots.txt; exec sleep infinity", workspace_id="api",
+                        persistent=True, no_sleep=True, startup_command="echo up >> /root/ups.txt")
+            api_id = api["request_id"]
+            m.wait_for_status(api_id, ("running",), timeout=30)
+            wait_for("the first boot", lambda: m.exec("api", "cat /root/boots.txt")["output"] == "boot\n")
+            # an idle persistent sandbox goes to sleep before the crash
+            dev = m.new("dev", persistent=True)
+            assert m.exec("dev", "echo kept > /root/note.txt")["exit_code"] == 0
+            wait_for("dev to sleep", lambda: m.status(dev["request_id"])["status"] == "sleeping")
+            # an ephemeral job running at the crash is not resumed
+            plain = m.run("sleep 300")["request_id"]
+            m.wait_for_status(plain, ("running",), timeout=30)
+            m.sync(api_id)
+
+        srv.stop(signal.SIGKILL)
+        srv.start()
+
+        with Mags(api_token=srv.admin_token, api_url=srv.url) as m:
+            st = wait_for("api to run again", lambda: (s := m.status(api_id))["vm_status"] == "running" and s)
+            assert st["status"] == "running" and st["request_id"] == api_id
+            assert any("re-provision" in (h["reason"] or "") for h in st["history"])
+            # the script ran again on the restored workspace, and so did the startup command
+            out = wait_for("the second boot", lambda: (o := m.exec("api", "cat /root/boots.txt")["output"])
+                           == "boot\nboot\n" and o)
+            assert out == "boot\nboot\n"
+            assert "up" in m.exec("api", "cat /root/ups.txt")["output"]
+
+            # the sleeping sandbox is still asleep, and wakes with its files on exec
+            dev_st = m.status(dev["request_id"])
+            assert dev_st["status"] == "sleeping" and dev_st["vm_status"] == "sleeping"
+            assert m.exec("dev", "cat /root/note.txt")["output"] == "kept\n"
+            assert m.status(dev["request_id"])["vm_status"] == "running"
+
+            gone = m.status(plain)
+            assert gone["status"] == "error" and "server restarted" in (gone["error_message"] or "")
+
+            m.stop(api_id)
+            m.stop(dev["request_id"])
+    finally:
+        srv.stop(signal.SIGKILL)
