@@ -41,6 +41,7 @@ from mags.scheduler.ingest import EventIngest
 from mags.scheduler.reconcile import (
     Housekeeper,
     finish_active,
+    kept_at_shutdown,
     mark_shutdown,
     reconcile_at_start,
     register_agents,
@@ -79,6 +80,8 @@ class ControlPlane:
     ingests: list[EventIngest] = field(default_factory=list)
     cron: CronScheduler | None = None
     janitor: Janitor | None = None  # local workspace / upload retention, snapshot GC
+    keep_vms: bool = True  # persistent VMs sleep through a shutdown instead of ending
+    kept: dict[str, str] = field(default_factory=dict)  # job id -> vm id, kept asleep at shutdown
     _stopping: bool = False
     _closed: bool = False
 
@@ -109,7 +112,9 @@ class ControlPlane:
             await self.janitor.stop()
         await self.dispatcher.stop()
         await self.applier.drain()
-        await mark_shutdown(self.db, self.registry.ids(), reason, self.clock)
+        # persistent VMs sleep through the restart (synced, freed) and come back at the next start
+        self.kept = await kept_at_shutdown(self.db, self.registry.ids()) if self.keep_vms else {}
+        await mark_shutdown(self.db, self.registry.ids(), reason, self.clock, keep=self.kept)
 
     async def close(self, reason: str = SHUTDOWN_REASON) -> None:
         """Finish shutting down: end jobs still active, stop tasks, close the database."""
@@ -120,7 +125,7 @@ class ControlPlane:
         await self.applier.drain()
         for ingest in self.ingests:
             await ingest.stop()
-        ended = await finish_active(self.db, self.registry.ids(), self.applier, reason, self.clock)
+        ended = await finish_active(self.db, self.registry.ids(), self.applier, reason, self.clock, self.kept)
         if ended:
             log.info("%d job(s) ended: %s", ended, reason)
         await self.applier.stop()
@@ -298,7 +303,7 @@ async def serve_async(settings: Settings) -> None:
             await edge.close()
         await cp.begin_shutdown(SHUTDOWN_REASON)
         try:
-            await handle.stop()
+            await handle.stop(keep=set(cp.kept.values()))
             await asyncio.sleep(EVENT_DRAIN_S)  # the agent's last exit/state events
         finally:
             await cp.close(SHUTDOWN_REASON)

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
 import uvicorn
@@ -42,8 +42,9 @@ class LocalAgentHandle:
     server: _QuietServer
     task: asyncio.Task[None]
 
-    async def stop(self, reason: str = "server shutting down") -> None:
-        await self.service.close(reason)
+    async def stop(self, reason: str = "server shutting down", keep: Collection[str] = ()) -> None:
+        """Stop the agent; sandboxes in ``keep`` go to sleep instead of stopping."""
+        await self.service.close(reason, keep)
         # the control plane must get the final events (exits, last syncs) before we go
         if not await self.service.events.drained(5.0):
             log.warning("agent stopping before the control plane read its last events")

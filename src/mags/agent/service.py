@@ -11,6 +11,7 @@ stay up, sync periodically, sleep when idle and wake on demand (agent/lifecycle.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
 import logging
 import os
 import signal
@@ -41,6 +42,7 @@ from mags.runtime.namespaces import BaseRuntime
 from mags.runtime.protocol import ExitStatus, Output, ProcessHandle
 
 log = logging.getLogger(__name__)
+KEPT_REASON = "asleep while the server restarts: it comes back when the server is up again"
 RESUMED_REASON = "re-provisioned: its sandbox was lost when the server or host went down"
 TEARDOWN_DELAY_S = 0.015  # after a script's exit is reported, before its sandbox is destroyed
 MAX_LINE = 64 * 1024
@@ -464,13 +466,28 @@ class AgentService(LifecycleMixin):
                 # forget it after a while so late queries still get an answer
                 asyncio.get_running_loop().call_later(300, self._tracked.pop, t.req.sandbox_id, None)
 
-    async def close(self, reason: str = "agent shutting down") -> None:
+    async def close(self, reason: str = "agent shutting down", keep: Collection[str] = ()) -> None:
+        """Stop every sandbox (synced); those in ``keep`` are put to sleep instead.
+
+        ``keep``: persistent VMs the control plane brings back at its next start (see
+        scheduler/resume.py).  Sleeping syncs the workspace and frees everything, like a stop;
+        the VM's state says ``sleeping``, so it can wake again later.
+        """
         self._closing = True
         self.stop_lifecycle()
-        await asyncio.gather(
-            *(self.stop(sid, StopRequest(reason=reason, sync=True)) for sid in list(self._tracked)),
-            return_exceptions=True,
-        )
+
+        async def end(sid: str) -> None:
+            t = self._tracked.get(sid)
+            if t is not None and sid in keep and t.workspace_key is not None:
+                try:
+                    await self._sleep(t, KEPT_REASON)
+                    if t.state == "sleeping":
+                        return
+                except Exception as exc:  # noqa: BLE001 - then it is stopped like the rest
+                    log.warning("sandbox %s: cannot put it to sleep at shutdown: %s", sid, exc)
+            await self.stop(sid, StopRequest(reason=reason, sync=True))
+
+        await asyncio.gather(*(end(sid) for sid in list(self._tracked)), return_exceptions=True)
         await asyncio.to_thread(self.workspaces.close)
 
     # ------------------------------------------------------------------ workspaces admin

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from sqlalchemy import Connection, and_, or_, select, update
@@ -33,7 +33,7 @@ from mags.core.states import VM_ACTIVE
 from mags.scheduler.applier import StateApplier
 from mags.scheduler.changes import RESTART_REASON, Change
 from mags.scheduler.registry import AgentRegistry
-from mags.scheduler.resume import resume_lost
+from mags.scheduler.resume import resume_lost, resume_mode
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,8 @@ def _active_jobs_sync(conn: Connection, agent_ids: list[str] | None) -> list[Any
     cond = jobs.c.vm_status.in_(_ACTIVE)
     if agent_ids is not None:
         cond = and_(cond, jobs.c.agent_id.in_(agent_ids))
-    return list(conn.execute(select(jobs.c.request_id, jobs.c.vm_id, jobs.c.agent_id).where(cond)).all())
+    columns = (jobs.c.request_id, jobs.c.vm_id, jobs.c.agent_id, jobs.c.vm_status)
+    return list(conn.execute(select(*columns).where(cond)).all())
 
 
 async def _active_jobs(db: Database, agent_ids: list[str] | None = None) -> list[Any]:
@@ -238,32 +239,60 @@ class Housekeeper:
                 log.warning("housekeeping failed", exc_info=True)
 
 
-async def mark_shutdown(db: Database, agent_ids: list[str], reason: str, clock: Callable[[], float]) -> None:
-    """Record why active sandboxes on these agents are about to stop (one UPDATE)."""
+async def mark_shutdown(
+    db: Database, agent_ids: list[str], reason: str, clock: Callable[[], float], keep: Collection[str] = ()
+) -> None:
+    """Record why active sandboxes on these agents are about to stop (one UPDATE).
+
+    ``keep``: jobs whose VMs go to sleep instead, to come back at the next start.
+    """
     if agent_ids:
-        await db.write(_mark_shutdown, agent_ids, reason, clock())
+        await db.write(_mark_shutdown, agent_ids, reason, clock(), list(keep))
 
 
-def _mark_shutdown(conn: Connection, agent_ids: list[str], reason: str, now: float) -> None:
-    conn.execute(
-        update(jobs)
-        .where(
-            and_(
-                jobs.c.vm_status.in_(_ACTIVE),
-                jobs.c.agent_id.in_(agent_ids),
-                or_(jobs.c.stop_reason.is_(None), jobs.c.stop_reason == ""),
-            )
-        )
-        .values(stop_reason=reason, updated_at=now)
+def _mark_shutdown(conn: Connection, agent_ids: list[str], reason: str, now: float, keep: list[str]) -> None:
+    cond = and_(
+        jobs.c.vm_status.in_(_ACTIVE),
+        jobs.c.agent_id.in_(agent_ids),
+        or_(jobs.c.stop_reason.is_(None), jobs.c.stop_reason == ""),
     )
+    if keep:
+        cond = and_(cond, jobs.c.request_id.not_in(keep))
+    conn.execute(update(jobs).where(cond).values(stop_reason=reason, updated_at=now))
+
+
+async def kept_at_shutdown(db: Database, agent_ids: list[str]) -> dict[str, str]:
+    """Active persistent VMs on these agents that sleep through a shutdown: job id -> vm id.
+
+    The same rule as after a crash (scheduler/resume.py): they come back at the next start.
+    """
+    if not agent_ids:
+        return {}
+    rows = await db.read_heavy(_active_full, agent_ids)
+    return {r._mapping["request_id"]: r._mapping["vm_id"] for r in rows if resume_mode(r) is not None}
+
+
+def _active_full(conn: Connection, agent_ids: list[str]) -> list[Any]:
+    cond = and_(jobs.c.vm_status.in_(_ACTIVE), jobs.c.agent_id.in_(agent_ids))
+    return list(conn.execute(select(jobs).where(cond)).all())
 
 
 async def finish_active(
-    db: Database, agent_ids: list[str], applier: StateApplier, reason: str, clock: Callable[[], float]
+    db: Database,
+    agent_ids: list[str],
+    applier: StateApplier,
+    reason: str,
+    clock: Callable[[], float],
+    keep: Collection[str] = (),
 ) -> int:
-    """End every job still active on these agents; returns how many."""
+    """End every job still active on these agents (but those in ``keep`` left asleep)."""
     rows = await _active_jobs(db, agent_ids) if agent_ids else []
+    ended = 0
     for row in rows:
-        applier.submit(Change("finish", row._mapping["request_id"], clock(), reason=reason))
+        job_id = row._mapping["request_id"]
+        if job_id in keep and row._mapping["vm_status"] == "sleeping":
+            continue
+        applier.submit(Change("finish", job_id, clock(), reason=reason))
+        ended += 1
     await applier.drain()
-    return len(rows)
+    return ended

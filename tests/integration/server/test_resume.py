@@ -72,3 +72,35 @@ def test_always_on_and_sleeping_vms_come_back_after_a_crash(tmp_path: Path) -> N
             m.stop(dev["request_id"])
     finally:
         srv.stop(signal.SIGKILL)
+
+
+def test_persistent_vms_sleep_through_a_graceful_restart(tmp_path: Path) -> None:
+    srv = ServerProc(tmp_path / "data", tmp_path / "home", free_port(), "namespaces").start()
+    try:
+        with Mags(api_token=srv.admin_token, api_url=srv.url) as m:
+            dev = m.new("dev", persistent=True)
+            assert m.exec("dev", "echo kept > /root/note.txt")["exit_code"] == 0
+            web = m.run("echo boot >> /root/boots.txt; exec sleep infinity", workspace_id="web",
+                        persistent=True, no_sleep=True)["request_id"]
+            m.wait_for_status(web, ("running",), timeout=30)
+            wait_for("the first boot", lambda: m.exec("web", "cat /root/boots.txt")["output"] == "boot\n")
+            plain = m.run("sleep 300")["request_id"]
+            m.wait_for_status(plain, ("running",), timeout=30)
+
+        assert srv.stop(signal.SIGTERM) == 0
+        srv.start()
+
+        with Mags(api_token=srv.admin_token, api_url=srv.url) as m:
+            st = m.status(dev["request_id"])
+            assert st["status"] == "sleeping" and st["vm_status"] == "sleeping"
+            assert any("restarts" in (h["reason"] or "") for h in st["history"])
+            assert m.exec("dev", "cat /root/note.txt")["output"] == "kept\n"  # woken, files kept
+            # the always-on VM slept through it and was re-provisioned, its script re-run
+            wait_for("web to run again", lambda: m.status(web)["vm_status"] == "running")
+            wait_for("the second boot", lambda: m.exec("web", "cat /root/boots.txt")["output"] == "boot\nboot\n")
+            gone = m.status(plain)
+            assert gone["status"] == "error" and "shutting down" in (gone["error_message"] or "")
+            m.stop(dev["request_id"])
+            m.stop(web)
+    finally:
+        srv.stop(signal.SIGKILL)

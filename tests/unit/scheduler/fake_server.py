@@ -24,7 +24,7 @@ class FakeHandle:
         self.client = FakeAgentClient("fake-local")
         self.runtime = "fake"
 
-    async def stop(self) -> None:
+    async def stop(self, keep: object = ()) -> None:
         await self.client.stop_all("agent stopping")
 
 
