@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 # than AGENT_STALE_S are considered gone with whatever they ran.
 AGENT_HEARTBEAT_S = 10.0
 AGENT_STALE_S = 30.0
+RESUME_CONCURRENCY = 4  # lost VMs re-provisioned at once at start (each restores a workspace)
 
 _ACTIVE = [s.value for s in VM_ACTIVE]
 
@@ -81,25 +82,18 @@ async def reconcile_at_start(
             log.warning("cannot list sandboxes of agent %s: %s", agent.agent_id, exc)
     ended = 0
     known: set[str] = set()
+    lost: list[tuple[str, str]] = []  # (job id, agent id) of sandboxes no agent has
     for row in await _active_jobs(db, list(alive)):
         job_id, vm_id, agent_id = row._mapping["request_id"], row._mapping["vm_id"], row._mapping["agent_id"]
         info = alive[agent_id].get(vm_id or "")
         if info is None:
-            agent = registry.get(agent_id)
-            if (
-                settings is not None
-                and agent is not None
-                and await resume_lost(db, agent, applier, clock, settings, job_id)
-            ):
-                known.add(vm_id)
-                continue
-            await applier.apply(Change("finish", job_id, clock(), reason=RESTART_REASON))
-            ended += 1
+            lost.append((job_id, agent_id))
         else:
             known.add(info.sandbox_id)
             await applier.apply(
                 Change("state", job_id, clock(), state=info.state, reason="sandbox found at start")
             )
+    ended += await _end_or_resume(db, registry, applier, clock, settings, lost)
     for agent in registry.all():
         for sandbox_id, info in alive.get(agent.agent_id, {}).items():
             if sandbox_id in known or info.state == "stopped":
@@ -114,6 +108,29 @@ async def reconcile_at_start(
     if ended:
         log.warning("%d job(s) left active by a previous server ended: %s", ended, RESTART_REASON)
     return ended
+
+
+async def _end_or_resume(
+    db: Database,
+    registry: AgentRegistry,
+    applier: StateApplier,
+    clock: Callable[[], float],
+    settings: Settings | None,
+    lost: list[tuple[str, str]],
+) -> int:
+    """Re-provision the lost sandboxes that qualify (a few at a time), end the others."""
+    slots = asyncio.Semaphore(RESUME_CONCURRENCY)
+
+    async def one(job_id: str, agent_id: str) -> int:
+        agent = registry.get(agent_id)
+        if settings is not None and agent is not None:
+            async with slots:
+                if await resume_lost(db, agent, applier, clock, settings, job_id):
+                    return 0
+        await applier.apply(Change("finish", job_id, clock(), reason=RESTART_REASON))
+        return 1
+
+    return sum(await asyncio.gather(*(one(j, a) for j, a in lost)))
 
 
 async def register_agents(db: Database, registry: AgentRegistry, now: float) -> None:
