@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from mags.agent.service import AgentService, Tracked
 
 log = logging.getLogger(__name__)
-IDLE_CPU_SHARE = 0.02  # a sandbox using more than 2% of a CPU is busy
+IDLE_CPU_SHARE = 0.02  # a sandbox using more than 2% of a CPU is busy (runtimes may say otherwise)
 STARTUP_LOG_LINES = 2000
 
 
@@ -65,18 +65,23 @@ class LifecycleMixin:
         now = time.time()
         stats = await t.sandbox.stats()
         mono = time.monotonic()
+        idle_share = getattr(self.runtime, "idle_cpu_share", IDLE_CPU_SHARE)
         if t.cpu_at and mono > t.cpu_at:
             share = (stats.cpu_usec - t.cpu_seen) / 1e6 / (mono - t.cpu_at)
-            if share > IDLE_CPU_SHARE:
+            if share > idle_share:
                 t.last_busy = now
         t.cpu_seen, t.cpu_at = stats.cpu_usec, mono
         s = self.settings
         if t.syncs and now - t.activity_at_sync >= s.sync_interval_s:
-            moved = stats.cpu_usec != t.cpu_at_sync or t.last_activity > t.activity_at_sync
+            # anything ran since the last sync (more than the runtime's own idle overhead)?
+            overhead = getattr(self.runtime, "idle_cpu_overhead", 0.0)
+            cpu_since = (stats.cpu_usec - t.cpu_at_sync) / 1e6
+            worked = t.cpu_at_sync < 0 or cpu_since > overhead * max(0.0, now - t.activity_at_sync)
+            moved = worked or t.last_activity > t.activity_at_sync
             if moved:
                 await self.sync_workspace(t, "periodic", stats.cpu_usec)
             else:
-                t.activity_at_sync = now
+                t.activity_at_sync, t.cpu_at_sync = now, stats.cpu_usec
         idle_for = now - max(t.last_activity, t.last_busy)
         timeout = t.req.idle_timeout_s if t.req.idle_timeout_s is not None else s.idle_timeout_s
         if not t.no_sleep and timeout > 0 and idle_for >= timeout:

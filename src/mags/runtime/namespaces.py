@@ -65,6 +65,12 @@ class BaseRuntime:
     """Shared machinery of the namespaces and gVisor runtimes (pool, bookkeeping, teardown)."""
 
     name = "base"
+    # a sandbox using more than this share of a CPU is busy (not put to sleep, synced when the
+    # sync interval comes); what the runtime itself burns in an idle sandbox stays below it
+    idle_cpu_share = 0.02
+    # what the runtime itself burns in an idle sandbox (share of a CPU): CPU use above it means
+    # the guest ran something, so its workspace may have changed
+    idle_cpu_overhead = 0.0
 
     def __init__(self, settings: Settings, host: HostEnv | None = None) -> None:
         self.settings = settings

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from mags import Mags
+from mags.runtime.gvisor import find_runsc
 from tests.integration.server_fixture import ServerProc, free_port
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (sandboxes)")
@@ -26,9 +27,13 @@ def wait_for(what: str, check, timeout: float = 30.0):  # noqa: ANN001, ANN201 -
         time.sleep(0.2)
 
 
-def test_always_on_and_sleeping_vms_come_back_after_a_crash(tmp_path: Path) -> None:
+@pytest.mark.parametrize("runtime", ["namespaces", "gvisor"])
+def test_always_on_and_sleeping_vms_come_back_after_a_crash(tmp_path: Path, runtime: str) -> None:
+    """Also on gVisor, whose sentry's own idle CPU must not keep a sandbox awake."""
+    if runtime == "gvisor" and find_runsc() is None:
+        pytest.skip("gVisor runsc is not installed (scripts/setup.sh installs it)")
     env = {"MAGS_IDLE_TIMEOUT_S": "3", "MAGS_SYNC_INTERVAL_S": "2"}
-    srv = ServerProc(tmp_path / "data", tmp_path / "home", free_port(), "namespaces", extra_env=env).start()
+    srv = ServerProc(tmp_path / "data", tmp_path / "home", free_port(), runtime, extra_env=env).start()
     try:
         with Mags(api_token=srv.admin_token, api_url=srv.url) as m:
             # always-on: its script (a server) must be serving again after the crash
