@@ -68,7 +68,9 @@ def test_always_on_and_sleeping_vms_come_back_after_a_crash(tmp_path: Path, runt
             dev_st = m.status(dev["request_id"])
             assert dev_st["status"] == "sleeping" and dev_st["vm_status"] == "sleeping"
             assert m.exec("dev", "cat /root/note.txt")["output"] == "kept\n"
-            assert m.status(dev["request_id"])["vm_status"] == "running"
+            # (the woken state reaches the job's history a moment after the exec's answer)
+            wait_for("dev's wake in its history", lambda: any(
+                (h["reason"] or "").startswith("woken") for h in m.status(dev["request_id"])["history"]))
 
             gone = m.status(plain)
             assert gone["status"] == "error" and "server restarted" in (gone["error_message"] or "")
