@@ -20,6 +20,7 @@ from sqlalchemy.engine import Row
 from mags.agent.models import AgentClient
 from mags.config import Settings
 from mags.core.db import Database
+from mags.core.tasks import cancel_and_wait
 from mags.core.workspaces import WorkspaceStore, workspace_key
 from mags.scheduler.applier import StateApplier
 from mags.scheduler.changes import Change
@@ -72,13 +73,8 @@ class Dispatcher:
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Stop claiming; let launches in flight finish (up to ``timeout``), cancel the rest."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
         pending = list(self._launching.values())
         if pending:
             _, still = await asyncio.wait(pending, timeout=timeout)

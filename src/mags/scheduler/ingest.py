@@ -10,6 +10,7 @@ import asyncio
 import logging
 
 from mags.agent.models import AgentClient
+from mags.core.tasks import cancel_and_wait
 from mags.scheduler.applier import StateApplier
 from mags.scheduler.changes import Change
 
@@ -40,13 +41,8 @@ class EventIngest:
             self._task = asyncio.create_task(self._run(), name=f"mags-ingest-{self.agent.agent_id}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
 
     async def _run(self) -> None:
         delay = self.backoff_min

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Collection
 from typing import Any
@@ -30,6 +29,7 @@ from mags.config import Settings
 from mags.core.db import Database
 from mags.core.schema import agents, jobs
 from mags.core.states import VM_ACTIVE
+from mags.core.tasks import Periodic
 from mags.scheduler.applier import StateApplier
 from mags.scheduler.changes import RESTART_REASON, Change
 from mags.scheduler.registry import AgentRegistry
@@ -232,28 +232,18 @@ class Housekeeper:
     ) -> None:
         self.db, self.registry, self.applier, self.clock = db, registry, applier, clock
         self.heartbeat_s, self.stale_s = heartbeat_s, stale_s
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic("mags-housekeeper", heartbeat_s, self._beat, "housekeeping failed")
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="mags-housekeeper")
+        self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._periodic.stop()
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.heartbeat_s)
-            try:
-                await register_agents(self.db, self.registry, self.clock())
-                reason = f"agent lost: no heartbeat for {self.stale_s:g} s"
-                await end_orphans(self.db, self.registry, self.applier, self.clock, reason, self.stale_s)
-            except Exception:  # retried at the next beat
-                log.warning("housekeeping failed", exc_info=True)
+    async def _beat(self) -> None:
+        await register_agents(self.db, self.registry, self.clock())
+        reason = f"agent lost: no heartbeat for {self.stale_s:g} s"
+        await end_orphans(self.db, self.registry, self.applier, self.clock, reason, self.stale_s)
 
 
 async def mark_shutdown(

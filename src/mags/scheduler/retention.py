@@ -24,6 +24,7 @@ from typing import Any
 
 from mags.config import Settings
 from mags.core.files import FileStore
+from mags.core.tasks import Periodic
 from mags.core.workspace_upkeep import WorkspaceUpkeep
 from mags.core.workspaces import store_prefix
 from mags.errors import Conflict, MagsError
@@ -64,28 +65,16 @@ class Janitor:
         self.gc_check_s = gc_check_s
         self.gc_grace_s = gc_grace_s
         self._last_gc = 0.0
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic("mags-janitor", self.interval, self._tick, "janitor tick failed")
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="mags-janitor")
+        self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._periodic.stop()
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                await self.run_once(gc_now=self.clock() - self._last_gc >= self.gc_check_s)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # retried at the next tick
-                log.warning("janitor tick failed", exc_info=True)
+    async def _tick(self) -> None:
+        await self.run_once(gc_now=self.clock() - self._last_gc >= self.gc_check_s)
 
     async def run_once(self, *, gc_now: bool = True) -> dict[str, Any]:
         """Expire local workspaces and uploads; GC due workspaces if ``gc_now``."""

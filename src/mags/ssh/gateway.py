@@ -29,6 +29,7 @@ import asyncssh
 
 from mags.config import Settings
 from mags.core.db import Database
+from mags.core.tasks import Periodic
 from mags.errors import ConfigError
 from mags.ssh.forward import ForwardSession, names_sandbox
 from mags.ssh.hostkey import load_or_create_host_key
@@ -76,7 +77,7 @@ class SshGateway:
         self.keepalive_s = max(1.0, min(60.0, settings.idle_timeout_s / 3))
         self.port: int | None = None
         self._server: Any = None
-        self._sweeper: asyncio.Task[None] | None = None
+        self._sweeper = Periodic("mags-ssh-sweeper", sweep_interval, self.sweep, "ssh key sweep failed")
         self._conns: dict[str, set[_Connection]] = {}  # job id -> authenticated connections
 
     # ------------------------------------------------------------------ lifetime
@@ -105,17 +106,13 @@ class SshGateway:
                 f"SSH gateway cannot listen on {bind}:{port or self.settings.ssh_port}: {exc}"
             ) from exc
         self.port = int(self._server.sockets[0].getsockname()[1])
-        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop(), name="mags-ssh-sweeper")
+        self._sweeper.start()
         log.info("SSH gateway listening on %s:%d", bind, self.port)
         return self.port
 
     async def close(self) -> None:
         """Stop listening and drop every connection."""
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-            self._sweeper = None
+        await self._sweeper.stop()
         if self._server is not None:
             self._server.close()
             for conns in list(self._conns.values()):
@@ -220,13 +217,6 @@ class SshGateway:
                 log.info("closing ssh connection from %s: sandbox of job %s stopped", conn.peer, job_id)
                 conn.close()
 
-    async def _sweep_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.sweep_interval)
-            try:
-                await self.sweep()
-            except Exception:  # retried at the next round
-                log.warning("ssh key sweep failed", exc_info=True)
 
 
 def _quick_ack_until_login(conn: Any) -> None:
