@@ -12,7 +12,7 @@ from sqlalchemy.engine import Row
 from mags.core.jobs import JobStore
 from mags.core.notify import JobNotifier
 from mags.core.render import job_json, log_json
-from mags.core.states import SCRIPT_DONE
+from mags.core.states import script_done
 
 # The notifier is in-process; re-reading this often keeps waits correct when the event
 # ingest runs in another process sharing the database.
@@ -39,11 +39,6 @@ async def wait_for_status(
             notifier.unsubscribe(job_id, fut)
 
 
-def _script_done(row: Row[Any]) -> bool:
-    m = row._mapping
-    return m["finished_at"] is not None or m["status"] in SCRIPT_DONE
-
-
 def _sse(event: str, data: Any, event_id: int | None = None) -> str:
     head = f"id: {event_id}\n" if event_id is not None else ""
     return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
@@ -63,7 +58,7 @@ async def follow_logs(
             if len(rows) == FOLLOW_PAGE:
                 continue
             job = await jobs.get(user_id, job_id)
-            if _script_done(job) or notifier.closed:
+            if script_done(job) or notifier.closed:
                 # lines committed together with the exit may have landed after our read
                 for r in await jobs.logs(job_id, after):
                     after = r._mapping["seq"]
@@ -86,4 +81,4 @@ async def _changed(jobs: JobStore, user_id: int, job_id: str, after: int) -> boo
     """Cheap cross-process check: is there anything new to send?"""
     if await jobs.logs(job_id, after, 1):
         return True
-    return _script_done(await jobs.get(user_id, job_id))
+    return script_done(await jobs.get(user_id, job_id))

@@ -65,6 +65,12 @@ SCRIPT_DONE = frozenset({J.COMPLETED, J.ERROR})
 VM_ACTIVE = frozenset({V.STARTING, V.RUNNING, V.SLEEPING, V.STOPPING})
 
 
+def script_done(row: Any) -> bool:
+    """Whether a job row's script has exited (or will never run), as :attr:`JobState.script_done`."""
+    m = row._mapping
+    return m["finished_at"] is not None or m["status"] in SCRIPT_DONE
+
+
 class IllegalTransition(Conflict):
     """A state change the state machine does not allow."""
 

@@ -28,7 +28,7 @@ from mags.agent.models import SandboxInfo, StopRequest
 from mags.config import Settings
 from mags.core.db import Database
 from mags.core.schema import agents, jobs
-from mags.core.states import VM_ACTIVE
+from mags.core.states import VM_ACTIVE, VmStatus
 from mags.core.tasks import Periodic
 from mags.scheduler.applier import StateApplier
 from mags.scheduler.changes import RESTART_REASON, Change
@@ -46,12 +46,16 @@ RESUME_CONCURRENCY = 4  # lost VMs re-provisioned at once at start (each restore
 _ACTIVE = [s.value for s in VM_ACTIVE]
 
 
-def _active_jobs_sync(conn: Connection, agent_ids: list[str] | None) -> list[Any]:
+_ACTIVE_COLUMNS = (jobs.c.request_id, jobs.c.vm_id, jobs.c.agent_id, jobs.c.vm_status)
+
+
+def _active_jobs_sync(conn: Connection, agent_ids: list[str] | None, whole: bool = False) -> list[Any]:
+    """Jobs whose VM is active (on ``agent_ids``): their ids and states, or ``whole`` rows."""
     cond = jobs.c.vm_status.in_(_ACTIVE)
     if agent_ids is not None:
         cond = and_(cond, jobs.c.agent_id.in_(agent_ids))
-    columns = (jobs.c.request_id, jobs.c.vm_id, jobs.c.agent_id, jobs.c.vm_status)
-    return list(conn.execute(select(*columns).where(cond)).all())
+    stmt = select(jobs) if whole else select(*_ACTIVE_COLUMNS)
+    return list(conn.execute(stmt.where(cond)).all())
 
 
 async def _active_jobs(db: Database, agent_ids: list[str] | None = None) -> list[Any]:
@@ -275,13 +279,8 @@ async def kept_at_shutdown(db: Database, agent_ids: list[str]) -> dict[str, str]
     """
     if not agent_ids:
         return {}
-    rows = await db.read_heavy(_active_full, agent_ids)
+    rows = await db.read_heavy(_active_jobs_sync, agent_ids, True)
     return {r._mapping["request_id"]: r._mapping["vm_id"] for r in rows if resume_mode(r) is not None}
-
-
-def _active_full(conn: Connection, agent_ids: list[str]) -> list[Any]:
-    cond = and_(jobs.c.vm_status.in_(_ACTIVE), jobs.c.agent_id.in_(agent_ids))
-    return list(conn.execute(select(jobs).where(cond)).all())
 
 
 async def finish_active(
@@ -297,7 +296,7 @@ async def finish_active(
     ended = 0
     for row in rows:
         job_id = row._mapping["request_id"]
-        if job_id in keep and row._mapping["vm_status"] == "sleeping":
+        if job_id in keep and row._mapping["vm_status"] == VmStatus.SLEEPING.value:
             continue
         applier.submit(Change("finish", job_id, clock(), reason=reason))
         ended += 1

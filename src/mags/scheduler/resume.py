@@ -26,7 +26,7 @@ from mags.agent.models import AgentClient
 from mags.config import Settings
 from mags.core.db import Database
 from mags.core.jobs import JobStore
-from mags.core.states import SCRIPT_DONE, VmStatus
+from mags.core.states import VmStatus, script_done
 from mags.scheduler.admission import NEW_SCRIPT
 from mags.scheduler.applier import StateApplier
 from mags.scheduler.changes import RESTART_REASON, Change
@@ -49,9 +49,8 @@ def resume_mode(row: Row[Any]) -> Literal["running", "sleeping"] | None:
         return "running"
     if m["vm_status"] == VmStatus.SLEEPING.value:
         return "sleeping"  # nothing ran in it: it wakes as it would have
-    script_done = m["finished_at"] is not None or m["status"] in SCRIPT_DONE
     # a `mags new` sandbox's script only holds the VM open
-    return "sleeping" if script_done or m["script"].strip() == NEW_SCRIPT else None
+    return "sleeping" if script_done(row) or m["script"].strip() == NEW_SCRIPT else None
 
 
 async def resume_lost(
@@ -74,12 +73,11 @@ async def resume_lost(
     if mode is None:
         return False
     m = row._mapping
-    script_done = m["finished_at"] is not None or m["status"] in SCRIPT_DONE
     try:
         ctx = await load_context(db, row, settings, clock())
         req = sandbox_request(row, settings, ctx)
         # uploaded files were placed in the workspace at the first start
-        req = req.model_copy(update={"resume": mode, "rerun_script": mode == "running" and not script_done,
+        req = req.model_copy(update={"resume": mode, "rerun_script": mode == "running" and not script_done(row),
                                      "files": []})
         if mode == "running":
             await applier.apply(Change("state", job_id, clock(), state="starting", reason=REPROVISION_REASON))
