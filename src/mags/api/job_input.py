@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from mags.api.params import reject_unknown
 from mags.config import Settings
 from mags.core.ids import new_request_id
 from mags.core.jobs import NewJob
@@ -107,18 +108,21 @@ def parse_environment(value: Any) -> dict[str, str]:
     return dict(value)
 
 
+def _required_text(body: dict[str, Any], name: str, limit: int) -> str:
+    """``body[name]``: present, a string within ``limit`` bytes, not blank."""
+    value = body.get(name)
+    if value is None:
+        raise ValidationError(f"{name} is required")
+    value = _text(value, name, limit)
+    if not value.strip():
+        raise ValidationError(f"{name} must not be empty")
+    return value
+
+
 def parse_new_job(body: dict[str, Any], settings: Settings) -> NewJob:
     """Validate a submission; returns the job to store."""
-    unknown = sorted(set(body) - JOB_FIELDS)
-    if unknown:
-        raise ValidationError(f"unknown field{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}")
-
-    script = body.get("script")
-    if script is None:
-        raise ValidationError("script is required")
-    script = _text(script, "script", settings.max_script_bytes)
-    if not script.strip():
-        raise ValidationError("script must not be empty")
+    reject_unknown(body, JOB_FIELDS)
+    script = _required_text(body, "script", settings.max_script_bytes)
 
     job_type = body.get("type")
     if job_type not in (None, "", "inline"):
@@ -221,15 +225,8 @@ def parse_job_update(body: dict[str, Any], settings: Settings, persistent: bool)
 
 def parse_exec(body: dict[str, Any], settings: Settings) -> tuple[str, float]:
     """Validate ``POST /mags-jobs/{id}/exec``: ``command`` (non-empty), ``timeout`` 1..3600 s (30)."""
-    unknown = sorted(set(body) - EXEC_FIELDS)
-    if unknown:
-        raise ValidationError(f"unknown field{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}")
-    command = body.get("command")
-    if command is None:
-        raise ValidationError("command is required")
-    command = _text(command, "command", settings.max_script_bytes)
-    if not command.strip():
-        raise ValidationError("command must not be empty")
+    reject_unknown(body, EXEC_FIELDS)
+    command = _required_text(body, "command", settings.max_script_bytes)
     timeout = body.get("timeout")
     if timeout is None:
         timeout = 30
