@@ -49,16 +49,18 @@ class ChannelBridge:
 
     async def _send_loop(self, ws: Any) -> None:
         """Send queued items in order until stopped; resumes the channel when the queue drains."""
-        while True:
-            item = await self._queue.get()
-            if item is _STOP:
-                return
-            if isinstance(item, bytes):
-                self._queued -= len(item)
-                if self._reading_paused and self._queued < INBOUND_HIGH // 2 and not self._closed:
-                    self._reading_paused = False
-                    self._chan.resume_reading()
+        while (item := await self._dequeue()) is not _STOP:
             await ws.send(item)
+
+    async def _dequeue(self) -> Any:
+        """The next queued item (or ``_STOP``), reading from the channel again once it drained."""
+        item = await self._queue.get()
+        if isinstance(item, bytes):
+            self._queued -= len(item)
+            if self._reading_paused and self._queued < INBOUND_HIGH // 2 and not self._closed:
+                self._reading_paused = False
+                self._chan.resume_reading()
+        return item
 
     # -------------------------------------------------------------- WebSocket → SSH
     def pause_writing(self) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 import asyncssh
 from websockets.exceptions import ConnectionClosed
 
-from mags.ssh.bridge import _STOP, INBOUND_HIGH, ChannelBridge
+from mags.ssh.bridge import _STOP, ChannelBridge
 
 log = logging.getLogger(__name__)
 
@@ -116,15 +116,7 @@ class ForwardSession(ChannelBridge, asyncssh.SSHTCPSession):  # type: ignore[typ
     # ------------------------------------------------------------ client → sandbox
     async def _send_loop(self, ws: Any) -> None:
         """Like the bridge's, but to whichever stream is current, recording for a replay."""
-        while True:
-            item = await self._queue.get()
-            if item is _STOP:
-                return
-            if isinstance(item, bytes):
-                self._queued -= len(item)
-                if self._reading_paused and self._queued < INBOUND_HIGH // 2 and not self._closed:
-                    self._reading_paused = False
-                    self._chan.resume_reading()
+        while (item := await self._dequeue()) is not _STOP:
             async with self._send_lock:
                 self._record(item)
                 with contextlib.suppress(ConnectionClosed):  # kept in the replay, if one is coming
