@@ -28,11 +28,8 @@ from mags.config import load_settings  # noqa: E402
 from mags.runtime.base import SandboxSpec  # noqa: E402
 from mags.runtime.factory import create_runtime  # noqa: E402
 from tests.integration.server_fixture import ServerProc, free_port  # noqa: E402
+from benchlib import pct  # noqa: E402
 
-
-def pct(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
 async def runtime_alone(runs: int, runtime: str) -> list[float]:

@@ -35,13 +35,10 @@ import httpx
 from mags import Mags
 from tests.integration.server_fixture import ServerProc, free_port
 from tests.integration.ssh.helpers import Access, client_opts, grant
+from benchlib import pct  # noqa: E402
 
 WARMUP = 3
 
-
-def pct(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
 
 
 def timed(fn: Callable[[], None], runs: int) -> list[float]:
