@@ -54,6 +54,10 @@ class Settings(BaseModel):
     network_cidr: str = "10.213.0.0/16"
     extra_ca_dir: Path = Path("/usr/local/share/ca-certificates")
     runsc_path: str = "runsc"
+    # sandbox root is not host root (namespaces runtime): guest ids 0..65535 are host ids
+    # userns_uid_base + slot*65536 .. (a user namespace per sandbox, idmapped layers)
+    userns: bool = True
+    userns_uid_base: int = 1_000_000_000
 
     # --- jobs
     max_script_bytes: int = 1024 * 1024
@@ -86,6 +90,14 @@ class Settings(BaseModel):
     def _non_negative(cls, v: int) -> int:
         if v < 0:
             raise ValueError("must be >= 0")
+        return v
+
+    @field_validator("userns_uid_base")
+    @classmethod
+    def _userns_uid_base(cls, v: int) -> int:
+        # 64 agent slots of 65536 ids each must fit below the largest valid id (2^32 - 2)
+        if not 65536 <= v <= 2**32 - 2 - 64 * 65536:
+            raise ValueError(f"must be between 65536 and {2**32 - 2 - 64 * 65536}")
         return v
 
     @field_validator("ssh_port")

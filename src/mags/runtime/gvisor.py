@@ -35,7 +35,7 @@ RUNSC_FLAGS = ("--platform=systrap", "--network=sandbox", "--overlay2=none", "--
 # the pooled namespace given in the OCI spec, never the host's.
 NETSTACK_MASK = ("--mask", "/proc/sys/net")
 CAPS = [
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID",
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_SETGID", "CAP_SETUID",
     "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
 ]
 
@@ -70,11 +70,11 @@ class GvisorRuntime(BaseRuntime):
         if not runsc_supports_systrap(runsc):
             raise RuntimeUnavailable(f"{runsc} has no systrap platform: install the bookworm-backports build")
         self.runsc = runsc
-        if self._own_host:
-            await asyncio.to_thread(self.host.start)
+        await super().start()
+
+    async def _prepare(self) -> None:
         await asyncio.to_thread(self._cleanup_state)
         self.state_root.mkdir(parents=True, exist_ok=True)
-        await super().start()
 
     async def close(self) -> None:
         if self.host.slot is not None:

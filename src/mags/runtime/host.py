@@ -16,7 +16,7 @@ from mags.errors import RuntimeUnavailable, SandboxError
 from mags.runtime import native
 from mags.runtime.base import Limits
 from mags.runtime.cgroups import Cgroup, CgroupDriver
-from mags.runtime.disk import GB, Disk
+from mags.runtime.disk import GB, Disk, is_mounted
 from mags.runtime.hostslot import MAX_SLOTS, HostSlot, claim_host_slot, try_hold
 from mags.runtime.image import Image, resolve_image
 from mags.runtime.network import NetSlot, NetworkManager
@@ -102,6 +102,13 @@ class HostEnv:
     def _write_etc(self) -> None:
         assert self.network is not None
         self.etc_dir.mkdir(parents=True, exist_ok=True)
+        # on a tmpfs of its own, so a guest's mountinfo shows "/resolv.conf" on a tmpfs for
+        # these binds instead of a host path (it is unmounted with the agent's mounts)
+        if not is_mounted(self.etc_dir):
+            subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755,nosuid,nodev,noexec", "mags-etc", str(self.etc_dir)],
+                capture_output=True, check=False,
+            )
         (self.etc_dir / "resolv.conf").write_text(self.network.resolv_conf())
         (self.etc_dir / "hosts").write_text("127.0.0.1\tlocalhost\n127.0.1.1\tmags-vm\n::1\tlocalhost ip6-localhost\n")
 

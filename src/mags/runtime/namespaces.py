@@ -9,12 +9,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from mags.config import Settings
-from mags.errors import SandboxError
+from mags.errors import RuntimeUnavailable, SandboxError
 from mags.runtime.base import Limits, Sandbox, SandboxSpec, SandboxStats
 from mags.runtime.host import HostEnv, SandboxResources, read_tail
 from mags.runtime.pool import WarmPool
 from mags.runtime.protocol import InitConnection
 from mags.runtime.spawn import Child, spawn
+from mags.runtime.spawn import run as run_process
 
 log = logging.getLogger(__name__)
 HELLO_TIMEOUT = 15.0
@@ -89,9 +90,13 @@ class BaseRuntime:
     async def start(self) -> None:
         if self._own_host:
             await asyncio.to_thread(self.host.start)
+        await self._prepare()
         assert self.host.network is not None
         await self.host.network.prepare(max(2, self.settings.pool_size + 2))
         self.pool.start()
+
+    async def _prepare(self) -> None:
+        """Backend checks and setup once the host is ready, before any sandbox starts."""
 
     async def close(self) -> None:
         await self.pool.close()
@@ -177,7 +182,7 @@ class BaseRuntime:
         """Start the sandbox's process (its fd 0/1 are the protocol stream) and connect to its init."""
         with open(self._log_path(res), "wb") as errf:
             try:
-                proc = await spawn(args, stdin=True, stdout=True, stderr=errf, start_new_session=True)
+                proc = await spawn(args, duplex=True, stderr=errf, start_new_session=True)
             except OSError as exc:
                 await self.host.release(res)
                 raise SandboxError(f"cannot start {what}: {exc}") from exc
@@ -215,15 +220,54 @@ class BaseRuntime:
         return ManagedSandbox(spec, conn, res, proc, self)
 
 
+USERNS_SIZE = 65536  # guest ids 0..65535
+
+
 class NamespacesRuntime(BaseRuntime):
-    """Sandboxes isolated by Linux namespaces, cgroups, seccomp and capabilities."""
+    """Sandboxes isolated by Linux namespaces, cgroups, seccomp and capabilities.
+
+    With ``userns`` (the default) each sandbox also gets its own user namespace: guest ids
+    0..65535 are the host ids ``userns_uid_base + slot*65536 + id`` of this agent's slot, so a
+    guest's root owns nothing on the host, and kernel per-user counters (inotify instances,
+    RLIMIT_NPROC, ...) are per sandbox.  Its layers are idmapped, so files keep their guest
+    ids on disk and workspaces sync and restore exactly as without it.
+    """
 
     name = "namespaces"
+
+    @property
+    def userns_range(self) -> tuple[int, int] | None:
+        """(host id of the guest's root, number of ids), or None without a user namespace."""
+        if not self.settings.userns or self.host.slot is None:
+            return None
+        return self.settings.userns_uid_base + self.host.slot.index * USERNS_SIZE, USERNS_SIZE
+
+    async def _prepare(self) -> None:
+        if self.settings.userns:
+            await self._probe_userns()
+
+    async def _probe_userns(self) -> None:
+        """Refuse to start (clearly) where user namespaces with idmapped layers cannot work."""
+        assert self.host.binary is not None
+        rng = self.userns_range
+        assert rng is not None
+        # the image's filesystem and the one holding the agent's disks must both idmap
+        dirs = [str(self.host.image("standard").rootfs), str(self.settings.run_dir)]
+        code, _, err = await run_process([str(self.host.binary), "probe-userns", f"{rng[0]}:{rng[1]}", *dirs])
+        if code != 0:
+            detail = err.decode(errors="replace").strip().removeprefix("mags-sandbox: ")
+            raise RuntimeUnavailable(
+                f"sandbox user namespaces do not work here ({detail}); "
+                "set userns = false to run the namespaces runtime with guest root as host root"
+            )
 
     async def _start(self, spec: SandboxSpec) -> ManagedSandbox:
         res = await self.host.allocate(spec.image, self.host_limits(spec.limits), spec.writable)
         assert self.host.binary is not None
         args = [str(self.host.binary), "launch", "--netns", res.net.netns_path, "--hostname", spec.hostname]
+        rng = self.userns_range
+        if rng is not None:
+            args += ["--userns", f"{rng[0]}:{rng[1]}"]
         args += self._layer_args(spec, res)
         args += ["--bind", f"{self.host.etc_dir / 'resolv.conf'}:/etc/resolv.conf:ro"]
         args += ["--bind", f"{self.host.etc_dir / 'hosts'}:/etc/hosts:ro"]

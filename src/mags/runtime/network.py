@@ -12,7 +12,9 @@ Firewall (chains ``MAGS<n>-*`` of agent slot n, hooked at the top of the built-i
 * sandbox -> another sandbox, of any agent: dropped;
 * sandbox -> private, link-local (cloud metadata), CGNAT, multicast ranges: dropped,
   except DNS to the host's resolvers;
-* sandbox -> internet: NAT (masquerade) egress.
+* sandbox -> internet: NAT (masquerade) egress;
+* a packet whose source is not the sandbox's own address: dropped (strict ``rp_filter`` on
+  each host-side veth, and a rule dropping sources outside the agent's range).
 IPv6 is disabled on the host ends, so there is no v6 path at all.
 """
 
@@ -143,6 +145,11 @@ class NetworkManager:
         for table, chain in (("filter", f"{c}-IN"), ("filter", f"{c}-OUT"), ("filter", f"{c}-TO"), ("nat", f"{c}-NAT")):
             rules.append((table, ["-N", chain]))
         est = ["-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"]
+        # a sandbox sends from its slot's address only (rp_filter checks the exact slot; this
+        # also holds where a host forces rp_filter off)
+        spoofed = ["!", "-s", str(self.subnet), "-j", "DROP"]
+        rules.append(("filter", ["-A", f"{c}-IN", *spoofed]))
+        rules.append(("filter", ["-A", f"{c}-OUT", *spoofed]))
         rules.append(("filter", ["-A", f"{c}-IN", *est]))
         rules.append(("filter", ["-A", f"{c}-IN", "-j", "DROP"]))
         rules.append(("filter", ["-A", f"{c}-OUT", "-o", "mg+", "-j", "DROP"]))
@@ -203,6 +210,9 @@ class NetworkManager:
                 Path(f"/proc/sys/net/ipv6/conf/{s.host_if}/disable_ipv6").write_text("1")
             except OSError:
                 pass  # kernel without IPv6: nothing to disable
+            # strict reverse-path filter: a packet arriving on this slot's veth must come from
+            # an address routed through it, i.e. the slot's own (no spoofing another sandbox)
+            Path(f"/proc/sys/net/ipv4/conf/{s.host_if}/rp_filter").write_text("1")
             host2 += [f"addr add {s.host_ip}/30 dev {s.host_if}", f"link set {s.host_if} up"]
         _run(["ip", "-batch", "-"], "\n".join(host2) + "\n")
         for s in slots:

@@ -214,6 +214,9 @@ class InitConnection:
         except asyncio.CancelledError:
             pass
         finally:
+            # the stream ended (init is gone): nothing can be sent any more either
+            if self._writer is not None:
+                self._writer.close()
             self._on_closed()
 
     def _dispatch(self, ftype: int, ident: int, payload: bytes) -> None:

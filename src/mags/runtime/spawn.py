@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 from collections.abc import Sequence
 from typing import IO, Any
@@ -24,12 +25,14 @@ class Child:
     """A started child: ``stdin``/``stdout`` as asyncio streams, ``wait()``, ``kill()``."""
 
     def __init__(self, popen: subprocess.Popen[bytes], stdin: asyncio.StreamWriter | None,
-                 stdout: asyncio.StreamReader | None, stdout_transport: asyncio.BaseTransport | None) -> None:
+                 stdout: asyncio.StreamReader | None, stdout_transport: asyncio.BaseTransport | None,
+                 duplex: bool = False) -> None:
         self._popen = popen
         self.pid = popen.pid
         self.stdin = stdin
         self.stdout = stdout
         self._stdout_transport = stdout_transport
+        self._duplex = duplex  # stdin and stdout are one socket
         self._exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._watch()
 
@@ -56,8 +59,9 @@ class Child:
         code = self._popen.wait()  # the pidfd said it exited: returns at once
         if not self._exited.done():
             self._exited.set_result(code)
-        if self.stdin is not None:
+        if self.stdin is not None and not self._duplex:
             self.stdin.close()  # nobody reads it any more (and uvloop refuses to close over it)
+        # (a socket is left to end by itself: what the child wrote last may still be unread)
 
     async def wait(self) -> int:
         return await asyncio.shield(self._exited)
@@ -88,8 +92,17 @@ async def spawn(
     stderr: int | IO[Any] | None = None,
     env: dict[str, str] | None = None,
     start_new_session: bool = False,
+    duplex: bool = False,
 ) -> Child:
-    """Start ``args``; ``stdin``/``stdout`` True gives the child a pipe wrapped as a stream."""
+    """Start ``args``; ``stdin``/``stdout`` True gives the child a pipe wrapped as a stream.
+
+    ``duplex``: the child's stdin and stdout are one end of a unix socket pair instead of two
+    pipes (``Child.stdin``/``stdout`` are its two directions).  Unlike a pipe, a socket cannot
+    be reopened through ``/proc/<pid>/fd``, so nothing that can see the child's descriptors
+    can write into the stream.
+    """
+    if duplex:
+        return await _spawn_duplex(args, stderr=stderr, env=env, start_new_session=start_new_session)
     loop = asyncio.get_running_loop()
     popen = subprocess.Popen(
         list(args),
@@ -127,3 +140,32 @@ async def run(args: Sequence[str], *, env: dict[str, str] | None = None) -> tupl
     """Run ``args`` to completion: (exit code, stdout, stderr).  Blocking work runs in a thread."""
     proc = await asyncio.to_thread(subprocess.run, list(args), capture_output=True, env=env)
     return proc.returncode, proc.stdout, proc.stderr
+
+
+async def _spawn_duplex(
+    args: Sequence[str], *, stderr: int | IO[Any] | None, env: dict[str, str] | None, start_new_session: bool
+) -> Child:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        popen = subprocess.Popen(
+            list(args),
+            stdin=theirs.fileno(),
+            stdout=theirs.fileno(),
+            stderr=stderr if stderr is not None else subprocess.DEVNULL,
+            env=env,
+            start_new_session=start_new_session,
+            close_fds=True,
+        )
+    except BaseException:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+    try:
+        reader, writer = await asyncio.open_connection(sock=ours, limit=STREAM_LIMIT)
+    except BaseException:
+        ours.close()
+        popen.kill()
+        popen.wait()
+        raise
+    return Child(popen, writer, reader, writer.transport, duplex=True)

@@ -108,9 +108,11 @@ async def test_sandbox_leaves_nothing_behind(runtime: BaseRuntime) -> None:
     # the same number of pooled sandboxes and prepared network slots, nothing more
     assert len(after["cgroups"]) == len(before["cgroups"])  # type: ignore[arg-type]
     assert len(after["dirs"]) == len(before["dirs"])  # type: ignore[arg-type]
-    # only the agent's shared scratch filesystem: no per-sandbox mount survives
+    # only the agent's own mounts (scratch, the tmpfs holding resolv.conf/hosts): no
+    # per-sandbox mount survives
     assert after["mounts"] == before["mounts"]
-    assert [m for m in after["mounts"] if "/run/scratch/" not in m] == []  # type: ignore[union-attr]
+    agent_mounts = ("/run/scratch/", "/run/etc ")
+    assert [m for m in after["mounts"] if not any(a in m for a in agent_mounts)] == []  # type: ignore[union-attr]
     assert after["netns"] == before["netns"] and after["links"] == before["links"]
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from mags.errors import RuntimeUnavailable
 
-SOURCES = ("mags_sandbox.c", "protocol.h")
+SOURCES = ("mags_sandbox.c", "launch.c", "harden.c", "sandbox.h", "protocol.h")
+C_FILES = tuple(name for name in SOURCES if name.endswith(".c"))
 _HERE = Path(__file__).parent
 
 
@@ -42,7 +43,7 @@ def ensure_binary(cache_dir: Path) -> Path:
     cache_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".mags-sandbox-", dir=cache_dir)
     os.close(fd)
-    cmd = [cc, "-static", "-O2", "-Wall", "-o", tmp, str(_HERE / "mags_sandbox.c")]
+    cmd = [cc, "-static", "-O2", "-Wall", "-o", tmp, *(str(_HERE / name) for name in C_FILES)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         os.unlink(tmp)

@@ -3,64 +3,32 @@
  *
  *   mags-sandbox init                run the init daemon on fd 0/1 (inside gVisor or a VM)
  *   mags-sandbox launch [options]    namespaces runtime: build the sandbox, then become its init
+ *                                    (launch.c)
  *   mags-sandbox cgexec --cgroup DIR... [--lower/--upper/--work/--root] [--mask DIR] -- CMD [ARGS]
  *                                    join cgroups, mount the overlay root and hide DIRs (empty
  *                                    read-only tmpfs) in a private mount namespace, exec CMD
+ *   mags-sandbox probe-userns BASE:COUNT DIR...   can launch --userns work here (exit 0)?
  *   mags-sandbox version
  *
- * launch options:
- *   --cgroup DIR        join this cgroup (repeatable: one per v1 hierarchy, or the v2 dir)
- *   --netns PATH        join this network namespace (a bind-mounted nsfs file)
- *   --lower DIR         overlay lower layer, topmost first (repeatable)
- *   --upper DIR --work DIR   overlay upper and work dirs
- *   --root DIR          empty directory to mount the overlay root on
- *   --bind SRC:DST[:ro] bind mount a host path at DST inside the sandbox (repeatable)
- *   --tmpfs DST:SIZE    mount a tmpfs (SIZE like 64m) at DST inside the sandbox
- *   --hostname NAME
- *   --no-seccomp        debugging only
+ * This file is the init: it serves the sandbox protocol (protocol.h) on fd 0/1, spawns
+ * processes, streams their output and writes files.  launch.c builds a namespaces sandbox;
+ * harden.c holds the seccomp filter and the capability set.
  *
  * Why our own code and not bubblewrap/crun: we need the sandbox's pid 1 to be our init (the
  * protocol endpoint), the overlay mounted inside the sandbox's own mount namespace (so no
- * mount ever leaks onto the host, even if the agent is killed), cgroup v1 and v2, and a start
- * in a few milliseconds.  See docs/ARCHITECTURE.md.
+ * mount ever leaks onto the host, even if the agent is killed), idmapped layers for a user
+ * namespace, cgroup v1 and v2, and a start in a few milliseconds.  See docs/ARCHITECTURE.md.
  *
  * Built static (gcc -static) so the same binary runs inside any guest image.
  */
-#define _GNU_SOURCE
-#include <errno.h>
-#include <fcntl.h>
-#include <grp.h>
-#include <linux/audit.h>
-#include <linux/capability.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
-#include <poll.h>
-#include <sched.h>
-#include <signal.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/ioctl.h>
-#include <sys/mount.h>
-#include <sys/prctl.h>
-#include <sys/resource.h>
-#include <sys/signalfd.h>
-#include <sys/stat.h>
-#include <sys/syscall.h>
-#include <sys/types.h>
-#include <sys/wait.h>
-#include <termios.h>
-#include <unistd.h>
-
-#include "protocol.h"
+#include "sandbox.h"
 
 extern char **environ;
 
-static void die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
-static void die(const char *fmt, ...) {
+void die(const char *fmt, ...) {
+extern char **environ;
+
+
     va_list ap;
     va_start(ap, fmt);
     fprintf(stderr, "mags-sandbox: ");
@@ -533,7 +501,7 @@ static void read_ctl(void) {
     }
 }
 
-static int run_init(void) {
+int run_init(void) {
     sigset_t mask;
     sigemptyset(&mask);
     sigaddset(&mask, SIGCHLD);
@@ -548,6 +516,15 @@ static int run_init(void) {
     set_nonblock(ctl_out);
     fcntl(ctl_in, F_SETFD, FD_CLOEXEC);
     fcntl(ctl_out, F_SETFD, FD_CLOEXEC);
+    /* Nothing in the sandbox may reach this process: not by ptrace, not through
+       /proc/1/{fd,exe,root,mem,environ} -- protocol frames written to /proc/1/fd/1 would forge
+       the job's output and exit code, and /proc/1/exe is the host's launcher binary. */
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) die("make init non-dumpable");
+    /* fd 2 was the host's launch log, for errors while the sandbox was built; from here on
+       errors are protocol frames, so nothing a guest does can write to a host file */
+    int nul = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (nul < 0) die("open /dev/null");
+    if (nul != 2) { dup2(nul, 2); close(nul); }
     send_frame(T_HELLO, 0, PROTOCOL_VERSION, (uint32_t)strlen(PROTOCOL_VERSION));
     flush_out(1);
 
@@ -588,393 +565,6 @@ static int run_init(void) {
     }
 }
 
-/* ------------------------------------------------------------------ sandbox setup */
-
-/* Open DIR (relative to the directory fd `at`) without following any symlink, creating
-   missing directories.  A guest-controlled root must never redirect our mounts. */
-static int open_dir_nofollow(int at, const char *rel, int create) {
-    char tmp[4096];
-    snprintf(tmp, sizeof(tmp), "%s", rel);
-    int fd = dup(at);
-    char *save = NULL;
-    for (char *c = strtok_r(tmp, "/", &save); c; c = strtok_r(NULL, "/", &save)) {
-        if (strcmp(c, "..") == 0 || strcmp(c, ".") == 0) { close(fd); errno = EINVAL; return -1; }
-        int nfd = openat(fd, c, O_PATH | O_NOFOLLOW | O_DIRECTORY | O_CLOEXEC);
-        if (nfd < 0 && errno == ENOENT && create) {
-            if (mkdirat(fd, c, 0755) < 0 && errno != EEXIST) { int e = errno; close(fd); errno = e; return -1; }
-            nfd = openat(fd, c, O_PATH | O_NOFOLLOW | O_DIRECTORY | O_CLOEXEC);
-        }
-        int e = errno;
-        close(fd);
-        if (nfd < 0) { errno = e; return -1; }
-        fd = nfd;
-    }
-    return fd;
-}
-
-/* Open (creating if missing) the mount target `dst` inside root: a directory or an empty
-   file, never through a symlink.  Returns an O_PATH fd. */
-static int open_target(int rootfd, const char *dst, int want_dir) {
-    if (want_dir) return open_dir_nofollow(rootfd, dst, 1);
-    char parent[4096];
-    snprintf(parent, sizeof(parent), "%s", dst);
-    char *slash = strrchr(parent, '/');
-    const char *base = dst;
-    int pfd;
-    if (slash) {
-        *slash = 0;
-        base = slash + 1;
-        pfd = open_dir_nofollow(rootfd, parent, 1);
-    } else {
-        pfd = dup(rootfd);
-    }
-    if (pfd < 0) return -1;
-    int fd = openat(pfd, base, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0 && errno == ENOENT) {
-        int c = openat(pfd, base, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-        if (c >= 0) close(c);
-        fd = openat(pfd, base, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-    }
-    int e = errno;
-    close(pfd);
-    if (fd >= 0) {
-        struct stat st;
-        if (fstat(fd, &st) < 0 || S_ISLNK(st.st_mode) || S_ISDIR(st.st_mode)) { close(fd); errno = ELOOP; return -1; }
-    }
-    errno = e;
-    return fd;
-}
-
-static void mount_at(int rootfd, const char *src, const char *dst, const char *fstype, unsigned long flags,
-                     const char *data, int want_dir) {
-    const char *rel = dst[0] == '/' ? dst + 1 : dst;
-    int fd = open_target(rootfd, rel, want_dir);
-    if (fd < 0) die("cannot open mount target %s", dst);
-    char proc_path[64];
-    snprintf(proc_path, sizeof(proc_path), "/proc/self/fd/%d", fd);
-    if (mount(src, proc_path, fstype, flags, data) < 0) die("mount %s on %s", src ? src : fstype, dst);
-    close(fd);
-    if ((flags & MS_BIND) && (flags & MS_RDONLY)) {
-        /* the old fd still names what lies under the new mount: reopen to reach the mount */
-        fd = open_target(rootfd, rel, want_dir);
-        if (fd < 0) die("cannot reopen mount target %s", dst);
-        snprintf(proc_path, sizeof(proc_path), "/proc/self/fd/%d", fd);
-        if (mount(NULL, proc_path, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | (flags & (MS_NOSUID | MS_NODEV | MS_NOEXEC)), NULL) < 0)
-            die("remount read-only %s", dst);
-        close(fd);
-    }
-}
-
-static void write_file(const char *path, const char *val) {
-    int fd = open(path, O_WRONLY | O_CLOEXEC);
-    if (fd < 0) die("open %s", path);
-    if (write(fd, val, strlen(val)) < 0) die("write %s", path);
-    close(fd);
-}
-
-/* Capabilities a sandbox keeps: Docker's default set without MKNOD. */
-static const int keep_caps[] = {
-    CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FSETID, CAP_FOWNER, CAP_NET_RAW, CAP_SETGID, CAP_SETUID,
-    CAP_SETFCAP, CAP_SETPCAP, CAP_NET_BIND_SERVICE, CAP_SYS_CHROOT, CAP_KILL, CAP_AUDIT_WRITE,
-};
-
-static void drop_capabilities(void) {
-    uint64_t keep = 0;
-    for (size_t i = 0; i < sizeof(keep_caps) / sizeof(keep_caps[0]); i++) keep |= 1ull << keep_caps[i];
-    for (int c = 0; c <= 63; c++) {
-        if (keep & (1ull << c)) continue;
-        if (prctl(PR_CAPBSET_DROP, c, 0, 0, 0) < 0 && errno != EINVAL) die("drop capability %d", c);
-    }
-    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
-    struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
-    struct __user_cap_data_struct d[2];
-    memset(d, 0, sizeof(d));
-    d[0].effective = d[0].permitted = d[0].inheritable = (uint32_t)keep;
-    d[1].effective = d[1].permitted = d[1].inheritable = (uint32_t)(keep >> 32);
-    if (syscall(SYS_capset, &h, d) < 0) die("capset");
-}
-
-/* A deny-list seccomp filter: what container runtimes block for root-in-container. */
-#define DENY(nr) BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (nr), 0, 1), BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM)
-#define CLONE_NS_FLAGS (CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWCGROUP)
-
-static void install_seccomp(void) {
-#if defined(__x86_64__)
-    struct sock_filter f[] = {
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-        /* the x32 ABI aliases every syscall: refuse it wholesale */
-        BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x40000000, 0, 1),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
-        /* clone3 hides its flags in memory we cannot inspect: make libc fall back to clone */
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone3, 0, 1),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
-        /* clone with namespace flags */
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone, 0, 4),
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[0])),
-        BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, CLONE_NS_FLAGS, 0, 1),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-        DENY(__NR_mount), DENY(__NR_umount2), DENY(__NR_pivot_root), DENY(__NR_swapon), DENY(__NR_swapoff),
-        DENY(__NR_reboot), DENY(__NR_kexec_load), DENY(__NR_kexec_file_load), DENY(__NR_init_module),
-        DENY(__NR_finit_module), DENY(__NR_delete_module), DENY(__NR_create_module), DENY(__NR_acct),
-        DENY(__NR_settimeofday), DENY(__NR_clock_settime), DENY(__NR_clock_adjtime), DENY(__NR_adjtimex),
-        DENY(__NR_iopl), DENY(__NR_ioperm), DENY(__NR_quotactl), DENY(__NR_nfsservctl),
-        DENY(__NR_lookup_dcookie), DENY(__NR_perf_event_open), DENY(__NR_bpf), DENY(__NR_keyctl),
-        DENY(__NR_add_key), DENY(__NR_request_key), DENY(__NR_open_by_handle_at),
-        DENY(__NR_name_to_handle_at), DENY(__NR_setns), DENY(__NR_unshare), DENY(__NR_syslog),
-        DENY(__NR_vhangup), DENY(__NR_uselib), DENY(__NR_sysfs), DENY(__NR__sysctl),
-        DENY(__NR_get_kernel_syms), DENY(__NR_query_module), DENY(__NR_userfaultfd),
-        DENY(__NR_fsopen), DENY(__NR_fsconfig), DENY(__NR_fsmount), DENY(__NR_fspick),
-        DENY(__NR_move_mount), DENY(__NR_open_tree), DENY(__NR_mount_setattr),
-        DENY(__NR_process_madvise), DENY(__NR_kcmp), DENY(__NR_mbind), DENY(__NR_set_mempolicy),
-        DENY(__NR_move_pages), DENY(__NR_migrate_pages),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-    };
-    struct sock_fprog prog = {(unsigned short)(sizeof(f) / sizeof(f[0])), f};
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) die("no_new_privs");
-    if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0) die("seccomp");
-#else
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) die("no_new_privs");
-    fprintf(stderr, "mags-sandbox: no seccomp filter for this architecture\n");
-#endif
-}
-
-#define MAX_ITEMS 64
-struct launch_opts {
-    const char *cgroups[16];
-    int ncgroups;
-    const char *netns;
-    const char *lowers[MAX_ITEMS];
-    int nlowers;
-    const char *upper, *work, *root, *hostname;
-    const char *binds[MAX_ITEMS];
-    int nbinds;
-    const char *tmpfs[MAX_ITEMS];
-    int ntmpfs;
-    int seccomp;
-};
-
-static void join_cgroups(const char **dirs, int n) {
-    char pid[32], path[4096];
-    snprintf(pid, sizeof(pid), "%d", getpid());
-    for (int i = 0; i < n; i++) {
-        snprintf(path, sizeof(path), "%s/cgroup.procs", dirs[i]);
-        write_file(path, pid);
-    }
-}
-
-static volatile pid_t child_pid = 0;
-static void forward_kill(int sig) {
-    (void)sig;
-    if (child_pid > 0) kill(child_pid, SIGKILL);
-}
-
-static void setup_dev(int rootfd) {
-    mount_at(rootfd, "tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=65536k", 1);
-    static const char *devs[] = {"null", "zero", "full", "random", "urandom", "tty"};
-    char src[64], dst[64];
-    for (size_t i = 0; i < sizeof(devs) / sizeof(devs[0]); i++) {
-        snprintf(src, sizeof(src), "/dev/%s", devs[i]);
-        snprintf(dst, sizeof(dst), "/dev/%s", devs[i]);
-        mount_at(rootfd, src, dst, NULL, MS_BIND, NULL, 0);
-    }
-    mount_at(rootfd, "devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5", 1);
-    mount_at(rootfd, "shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k", 1);
-    int dfd = openat(rootfd, "dev", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (dfd < 0) die("open /dev");
-    symlinkat("pts/ptmx", dfd, "ptmx");
-    symlinkat("/proc/self/fd", dfd, "fd");
-    symlinkat("/proc/self/fd/0", dfd, "stdin");
-    symlinkat("/proc/self/fd/1", dfd, "stdout");
-    symlinkat("/proc/self/fd/2", dfd, "stderr");
-    close(dfd);
-}
-
-static void setup_proc(int rootfd) {
-    mount_at(rootfd, "proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, 1);
-    /* what runc masks or makes read-only: knobs that reach the host kernel */
-    static const char *ro[] = {"/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus", "/proc/fs"};
-    static const char *masked[] = {"/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/sched_debug",
-                                   "/proc/kallsyms", "/proc/latency_stats"};
-    char path[256];
-    for (size_t i = 0; i < sizeof(ro) / sizeof(ro[0]); i++) {
-        snprintf(path, sizeof(path), "%s", ro[i] + 1);
-        int fd = openat(rootfd, path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-        if (fd < 0) continue;
-        char pp[64];
-        snprintf(pp, sizeof(pp), "/proc/self/fd/%d", fd);
-        if (mount(pp, pp, NULL, MS_BIND | MS_REC, NULL) < 0) die("bind %s", ro[i]);
-        close(fd);
-        fd = openat(rootfd, path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-        if (fd < 0) die("reopen %s", ro[i]);
-        snprintf(pp, sizeof(pp), "/proc/self/fd/%d", fd);
-        if (mount(NULL, pp, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
-            die("remount read-only %s", ro[i]);
-        close(fd);
-    }
-    for (size_t i = 0; i < sizeof(masked) / sizeof(masked[0]); i++) {
-        snprintf(path, sizeof(path), "%s", masked[i] + 1);
-        int fd = openat(rootfd, path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-        if (fd < 0) continue;
-        char pp[64];
-        snprintf(pp, sizeof(pp), "/proc/self/fd/%d", fd);
-        mount("/dev/null", pp, NULL, MS_BIND, NULL);
-        close(fd);
-    }
-    int fd = openat(rootfd, "proc/acpi", O_PATH | O_NOFOLLOW | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        char pp[64];
-        snprintf(pp, sizeof(pp), "/proc/self/fd/%d", fd);
-        mount("tmpfs", pp, "tmpfs", MS_RDONLY, "size=0");
-        close(fd);
-    }
-}
-
-static int run_launch(struct launch_opts *o) {
-    if (!o->root || !o->upper || !o->work || o->nlowers == 0) {
-        errno = 0;
-        die("launch needs --root, --upper, --work and at least one --lower");
-    }
-    join_cgroups(o->cgroups, o->ncgroups);
-    if (o->netns) {
-        int nfd = open(o->netns, O_RDONLY | O_CLOEXEC);
-        if (nfd < 0) die("open netns %s", o->netns);
-        if (setns(nfd, CLONE_NEWNET) < 0) die("setns net");
-        close(nfd);
-    }
-    if (unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID | CLONE_NEWCGROUP) < 0) die("unshare");
-
-    pid_t pid = fork();
-    if (pid < 0) die("fork");
-    if (pid > 0) {
-        /* the launcher stays as a tiny reaper the agent can wait on and kill */
-        child_pid = pid;
-        int nul = open("/dev/null", O_RDWR);
-        dup2(nul, 0);
-        dup2(nul, 1);
-        if (nul > 2) close(nul);
-        signal(SIGTERM, forward_kill);
-        signal(SIGINT, forward_kill);
-        signal(SIGHUP, forward_kill);
-        prctl(PR_SET_PDEATHSIG, SIGTERM);
-        if (getppid() == 1) forward_kill(0);
-        int status;
-        while (waitpid(pid, &status, 0) < 0) {
-            if (errno != EINTR) return 125;
-        }
-        if (WIFEXITED(status)) return WEXITSTATUS(status);
-        return 128 + WTERMSIG(status);
-    }
-
-    /* pid 1 of the sandbox */
-    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) die("make / private");
-    char opts[8192];
-    size_t off = (size_t)snprintf(opts, sizeof(opts), "lowerdir=");
-    for (int i = 0; i < o->nlowers; i++)
-        off += (size_t)snprintf(opts + off, sizeof(opts) - off, "%s%s", i ? ":" : "", o->lowers[i]);
-    snprintf(opts + off, sizeof(opts) - off, ",upperdir=%s,workdir=%s", o->upper, o->work);
-    if (mount("overlay", o->root, "overlay", MS_NODEV, opts) < 0) die("mount overlay root (%s)", opts);
-    int rootfd = open(o->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (rootfd < 0) die("open root");
-
-    setup_proc(rootfd);
-    setup_dev(rootfd);
-    {
-        int sfd = open_dir_nofollow(rootfd, "sys", 1);
-        if (sfd >= 0) {
-            char pp[64];
-            snprintf(pp, sizeof(pp), "/proc/self/fd/%d", sfd);
-            if (mount("sysfs", pp, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
-                fprintf(stderr, "mags-sandbox: sysfs not mounted: %s\n", strerror(errno));
-            close(sfd);
-        }
-    }
-    for (int i = 0; i < o->ntmpfs; i++) {
-        char spec[4096];
-        snprintf(spec, sizeof(spec), "%s", o->tmpfs[i]);
-        char *colon = strrchr(spec, ':');
-        char data[128] = "mode=1777";
-        if (colon) { *colon = 0; snprintf(data, sizeof(data), "mode=1777,size=%s", colon + 1); }
-        mount_at(rootfd, "tmpfs", spec, "tmpfs", MS_NOSUID | MS_NODEV, data, 1);
-    }
-    for (int i = 0; i < o->nbinds; i++) {
-        char spec[4096];
-        snprintf(spec, sizeof(spec), "%s", o->binds[i]);
-        int ro = 0;
-        size_t l = strlen(spec);
-        if (l > 3 && strcmp(spec + l - 3, ":ro") == 0) { ro = 1; spec[l - 3] = 0; }
-        char *colon = strchr(spec, ':');
-        if (!colon) { errno = EINVAL; die("bad --bind %s", o->binds[i]); }
-        *colon = 0;
-        struct stat st;
-        if (stat(spec, &st) < 0) die("bind source %s", spec);
-        mount_at(rootfd, spec, colon + 1, NULL, MS_BIND | MS_REC | MS_NOSUID | MS_NODEV | (ro ? MS_RDONLY : 0), NULL,
-                 S_ISDIR(st.st_mode));
-    }
-
-    if (fchdir(rootfd) < 0) die("chdir root");
-    if (syscall(SYS_pivot_root, ".", ".") < 0) die("pivot_root");
-    if (umount2(".", MNT_DETACH) < 0) die("detach old root");
-    if (chdir("/") < 0) die("chdir /");
-    close(rootfd);
-    const char *hn = o->hostname ? o->hostname : "mags-vm";
-    if (sethostname(hn, strlen(hn)) < 0) die("sethostname");
-    int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
-    if (fd >= 0) { (void)!write(fd, "-1000", 5); close(fd); }
-    for (int f = 3; f < 1024; f++) close(f);
-    if (o->seccomp) install_seccomp();
-    drop_capabilities();
-    setenv("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", 1);
-    return run_init();
-}
-
-/* cgexec: join cgroups, optionally mount an overlay root in a private mount namespace (so the
-   mount dies with the sandbox and never shows on the host), then exec a command (runsc).
-   --mask DIR covers DIR with an empty read-only tmpfs in that namespace: gVisor's netstack
-   mode refuses to start when /proc/sys/net/core/rmem_default exists, its (wrong on kernels
-   >= 6.x, where that sysctl is per network namespace) test for "root network namespace". */
-static int run_cgexec(int argc, char **argv) {
-    const char *dirs[16];
-    const char *lowers[MAX_ITEMS];
-    const char *masks[MAX_ITEMS];
-    const char *upper = NULL, *work = NULL, *root = NULL;
-    int n = 0, nl = 0, nm = 0, i = 2;
-    for (; i < argc; i++) {
-        if (strcmp(argv[i], "--") == 0) { i++; break; }
-        if (i + 1 >= argc) { errno = EINVAL; die("cgexec: %s needs a value", argv[i]); }
-        if (strcmp(argv[i], "--cgroup") == 0 && n < 16) dirs[n++] = argv[++i];
-        else if (strcmp(argv[i], "--lower") == 0 && nl < MAX_ITEMS) lowers[nl++] = argv[++i];
-        else if (strcmp(argv[i], "--upper") == 0) upper = argv[++i];
-        else if (strcmp(argv[i], "--work") == 0) work = argv[++i];
-        else if (strcmp(argv[i], "--root") == 0) root = argv[++i];
-        else if (strcmp(argv[i], "--mask") == 0 && nm < MAX_ITEMS) masks[nm++] = argv[++i];
-        else { errno = EINVAL; die("cgexec: unexpected %s", argv[i]); }
-    }
-    if (i >= argc) { errno = EINVAL; die("cgexec: no command"); }
-    join_cgroups(dirs, n);
-    if (root || nm) {
-        if (unshare(CLONE_NEWNS) < 0) die("unshare mount namespace");
-        if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) die("make / private");
-    }
-    for (int k = 0; k < nm; k++)
-        if (mount("tmpfs", masks[k], "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=0555") < 0)
-            die("mask %s", masks[k]);
-    if (root) {
-        if (!upper || !work || nl == 0) { errno = EINVAL; die("cgexec: --root needs --upper, --work and --lower"); }
-        char opts[8192];
-        size_t off = (size_t)snprintf(opts, sizeof(opts), "lowerdir=");
-        for (int k = 0; k < nl; k++)
-            off += (size_t)snprintf(opts + off, sizeof(opts) - off, "%s%s", k ? ":" : "", lowers[k]);
-        snprintf(opts + off, sizeof(opts) - off, ",upperdir=%s,workdir=%s", upper, work);
-        if (mount("overlay", root, "overlay", MS_NODEV, opts) < 0) die("mount overlay root (%s)", opts);
-    }
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    execvp(argv[i], argv + i);
-    die("exec %s", argv[i]);
-}
 
 int main(int argc, char **argv) {
     if (argc < 2) {
@@ -984,26 +574,8 @@ int main(int argc, char **argv) {
     if (strcmp(argv[1], "version") == 0) { printf("%s\n", PROTOCOL_VERSION); return 0; }
     if (strcmp(argv[1], "init") == 0) return run_init();
     if (strcmp(argv[1], "cgexec") == 0) return run_cgexec(argc, argv);
-    if (strcmp(argv[1], "launch") != 0) { fprintf(stderr, "mags-sandbox: unknown mode %s\n", argv[1]); return 2; }
-
-    struct launch_opts o;
-    memset(&o, 0, sizeof(o));
-    o.seccomp = 1;
-    for (int i = 2; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-#define NEEDV() do { if (!v) { errno = EINVAL; die("%s needs a value", a); } i++; } while (0)
-        if (strcmp(a, "--cgroup") == 0) { NEEDV(); if (o.ncgroups < 16) o.cgroups[o.ncgroups++] = v; }
-        else if (strcmp(a, "--netns") == 0) { NEEDV(); o.netns = v; }
-        else if (strcmp(a, "--lower") == 0) { NEEDV(); if (o.nlowers < MAX_ITEMS) o.lowers[o.nlowers++] = v; }
-        else if (strcmp(a, "--upper") == 0) { NEEDV(); o.upper = v; }
-        else if (strcmp(a, "--work") == 0) { NEEDV(); o.work = v; }
-        else if (strcmp(a, "--root") == 0) { NEEDV(); o.root = v; }
-        else if (strcmp(a, "--hostname") == 0) { NEEDV(); o.hostname = v; }
-        else if (strcmp(a, "--bind") == 0) { NEEDV(); if (o.nbinds < MAX_ITEMS) o.binds[o.nbinds++] = v; }
-        else if (strcmp(a, "--tmpfs") == 0) { NEEDV(); if (o.ntmpfs < MAX_ITEMS) o.tmpfs[o.ntmpfs++] = v; }
-        else if (strcmp(a, "--no-seccomp") == 0) o.seccomp = 0;
-        else { errno = EINVAL; die("unknown option %s", a); }
-    }
-    return run_launch(&o);
+    if (strcmp(argv[1], "launch") == 0) return run_launch(argc, argv);
+    if (strcmp(argv[1], "probe-userns") == 0) return run_probe_userns(argc, argv);
+    fprintf(stderr, "mags-sandbox: unknown mode %s\n", argv[1]);
+    return 2;
 }
