@@ -1,6 +1,6 @@
 """Benchmark the sandbox runtimes against the bare isolation primitives, in one run.
 
-    sudo .venv/bin/python bench/runtime.py [--runs 30] [--backend namespaces|gvisor|all]
+    sudo .venv/bin/python bench/runtime.py [--runs 30] [--backend namespaces|namespaces-no-userns|gvisor|all]
 
 For each backend it prints start→exit of `true` and of `python3 -c 'print(1)'` (p50/p95):
 *warm* (a pre-started sandbox from the pool, the product's normal path) and *cold* (pool
@@ -121,8 +121,18 @@ async def run_once(rt, script: list[str], warm: bool) -> tuple[float, float]:
     return start_exit, (time.perf_counter() - t) * 1000
 
 
-async def bench_backend(name: str, runs: int) -> dict[str, object]:
-    data = tempfile.mkdtemp(prefix=f"bench-{name}-")
+# what a name on the command line runs: (runtime, setting overrides)
+VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
+    "namespaces": ("namespaces", {}),
+    # the same runtime without a user namespace (guest root = host root): what it costs
+    "namespaces-no-userns": ("namespaces", {"userns": False}),
+    "gvisor": ("gvisor", {}),
+}
+
+
+async def bench_backend(variant: str, runs: int) -> dict[str, object]:
+    name, overrides = VARIANTS[variant]
+    data = tempfile.mkdtemp(prefix=f"bench-{variant}-")
     results: dict[str, object] = {}
     rootfs = resolve_image(load_settings(data_dir=data), "standard").rootfs
     bare: BareUnshare | BareRunsc
@@ -130,7 +140,7 @@ async def bench_backend(name: str, runs: int) -> dict[str, object]:
     results["bare_name"] = bare.name
     try:
         for mode, pool in (("warm", 2), ("cold", 0)):
-            settings = load_settings(data_dir=data, pool_size=pool)
+            settings = load_settings(data_dir=data, pool_size=pool, **overrides)
             rt = create_runtime(settings, name=name)
             await rt.start()
             try:
@@ -188,11 +198,11 @@ def report(name: str, r: dict[str, object]) -> None:
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=30)
-    ap.add_argument("--backend", default="all", choices=["all", "namespaces", "gvisor"])
+    ap.add_argument("--backend", default="all", choices=["all", *VARIANTS])
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root")
-    backends = ["namespaces", "gvisor"] if args.backend == "all" else [args.backend]
+    backends = list(VARIANTS) if args.backend == "all" else [args.backend]
     print(f"mags runtime benchmark: {args.runs} runs each, {os.cpu_count()} CPUs")
     for b in backends:
         report(b, await bench_backend(b, args.runs))

@@ -73,10 +73,15 @@ fi
 
 # --- the main job: a server on the embedded default, and Hello World in a sandbox ----------
 DATA=/var/lib/mags
+# the data dir holds every tenant's data and the admin token: root only (the server tightens
+# it again at every start); the log and pid file are created under the same umask
+umask 077
 mkdir -p "$DATA"
+chmod 700 "$DATA"
+if [ -f "$DATA/server.log" ]; then chmod 600 "$DATA/server.log"; fi   # left readable by an older setup
 PORT=${MAGS_PORT:-8090}
 if ! curl -fsS "http://127.0.0.1:$PORT/api/v1/health" >/dev/null 2>&1; then
-  say "starting mags server on 127.0.0.1:$PORT (log: $DATA/server.log)"
+  say "starting mags server on 127.0.0.1:$PORT (log: $DATA/server.log, root only)"
   nohup .venv/bin/mags server --data-dir "$DATA" --port "$PORT" >"$DATA/server.log" 2>&1 &
   echo $! > "$DATA/server.pid"
   for _ in $(seq 1 300); do

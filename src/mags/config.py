@@ -49,7 +49,14 @@ class Settings(BaseModel):
     default_cpus: float = 1.0
     default_disk_gb: int = 2
     max_disk_gb: int = 100
-    scratch_disk_gb: int = 20  # shared by the ephemeral sandboxes of an agent (capped at half the free space)
+    scratch_disk_gb: int = 20  # unused: each ephemeral sandbox has a scratch disk of its own disk_gb
+    # --- host disk budget and layer cache (runtime/diskspace.py, agent/workspaces.py)
+    disk_free_margin_gb: float = 5.0  # free space of the host filesystem sparse disks never promise
+    layer_cache_gb: int = 20  # disk of restored --base layers (capped at half of what the budget has)
+    # --- per-tenant quotas (core/quotas.py); 0 = no limit; per-user overrides: PATCH /quotas/{user}
+    quota_disk_gb: int = 200  # workspaces' disk sizes + live ephemeral sandboxes' disks
+    quota_workspaces: int = 100
+    quota_sandboxes: int = 20  # live jobs with a VM (pending, starting, running, sleeping)
     max_job_seconds: int = 3600  # wall-clock limit for a script (ephemeral and local runs)
     network_cidr: str = "10.213.0.0/16"
     extra_ca_dir: Path = Path("/usr/local/share/ca-certificates")
@@ -63,6 +70,25 @@ class Settings(BaseModel):
     max_script_bytes: int = 1024 * 1024
     max_log_lines: int = 20000
     cron_grace_s: int = 300  # a cron tick noticed this late (server down) still runs, once
+
+    # --- output limits: what one tenant's output may cost the shared server (memory, database)
+    max_log_bytes: int = 10 * 1024 * 1024  # log bytes kept per job (besides max_log_lines)
+    max_exec_output_bytes: int = 10 * 1024 * 1024  # per stream (stdout, stderr) of one exec answer
+    max_exec_timeout_s: int = 3600  # a longer exec timeout is clamped to this
+
+    @field_validator("max_log_bytes", "max_exec_output_bytes")
+    @classmethod
+    def _output_cap(cls, v: int) -> int:
+        if v < 1024:
+            raise ValueError("must be at least 1024")
+        return v
+
+    @field_validator("max_exec_timeout_s")
+    @classmethod
+    def _exec_timeout(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be at least 1")
+        return v
 
     # --- storage (issue 4+)
     object_store: Literal["local", "s3"] = "local"
@@ -84,10 +110,11 @@ class Settings(BaseModel):
     ssh_host: str | None = None  # what clients are told to connect to; default: the API's host
 
     @field_validator(
-        "pool_size", "default_memory_mb", "default_pids", "default_disk_gb", "max_job_seconds", "cron_grace_s"
+        "pool_size", "default_memory_mb", "default_pids", "default_disk_gb", "max_job_seconds", "cron_grace_s",
+        "disk_free_margin_gb", "quota_disk_gb", "quota_workspaces", "quota_sandboxes",
     )
     @classmethod
-    def _non_negative(cls, v: int) -> int:
+    def _non_negative(cls, v: float) -> float:
         if v < 0:
             raise ValueError("must be >= 0")
         return v
@@ -98,6 +125,13 @@ class Settings(BaseModel):
         # 64 agent slots of 65536 ids each must fit below the largest valid id (2^32 - 2)
         if not 65536 <= v <= 2**32 - 2 - 64 * 65536:
             raise ValueError(f"must be between 65536 and {2**32 - 2 - 64 * 65536}")
+        return v
+
+    @field_validator("layer_cache_gb")
+    @classmethod
+    def _layer_cache_gb(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be at least 1")
         return v
 
     @field_validator("ssh_port")

@@ -10,9 +10,11 @@
     ├── PermissionDenied           token valid, action not allowed (HTTP 403)
     ├── NotFound                   no such object *for this caller* (HTTP 404)
     ├── Conflict                   state conflict (HTTP 409)
+    ├── QuotaExceeded              past one of the user's quotas (HTTP 429, code quota_exceeded)
     ├── RuntimeUnavailable         an isolation backend cannot run on this host
     ├── SandboxError               a sandbox failed to start / misbehaved
     │   ├── SandboxGone            the sandbox no longer exists
+    │   ├── NotEnoughDiskSpace     a disk does not fit in the host's disk budget (HTTP 507)
     │   └── ExecTimeout            a command ran past its timeout
     ├── ImageError                 guest image missing / failed to build
     ├── StorageError               object store / sync failure
@@ -107,3 +109,16 @@ class ClientError(MagsError):
     """Raised by the SDK/CLI: the server could not be reached or answered an error."""
 
     status_code = 0
+
+
+class QuotaExceeded(MagsError):
+    """A submission would take a user past one of its quotas."""
+
+    status_code = 429
+    code = "quota_exceeded"
+
+
+class NotEnoughDiskSpace(SandboxError):
+    """A disk image does not fit in what the host filesystem can still promise."""
+
+    status_code = 507

@@ -22,7 +22,14 @@ from fastapi import FastAPI
 from mags.agent.models import AgentClient
 from mags.api.app import create_app
 from mags.config import Settings
-from mags.core.bootstrap import ensure_admin_token, write_client_config
+from mags.core.bootstrap import (
+    ADMIN_TOKEN_FILE,
+    ensure_admin_token,
+    secure_data_dir,
+    sqlite_files,
+    use_private_umask,
+    write_client_config,
+)
 from mags.core.db import Database, create_database
 from mags.core.ids import Clock
 from mags.core.files import FileStore
@@ -100,7 +107,7 @@ class ControlPlane:
             self.janitor.start()
 
     async def begin_shutdown(self, reason: str = SHUTDOWN_REASON) -> None:
-        """Stop dispatching and record why running sandboxes are about to stop."""
+        """Stop dispatching and record why running sandboxes are about to stop (not pending ones)."""
         if self._stopping:
             return
         self._stopping = True
@@ -117,7 +124,11 @@ class ControlPlane:
         await mark_shutdown(self.db, self.registry.ids(), reason, self.clock, keep=self.kept)
 
     async def close(self, reason: str = SHUTDOWN_REASON) -> None:
-        """Finish shutting down: end jobs still active, stop tasks, close the database."""
+        """Finish shutting down: end jobs still active, stop tasks, close the database.
+
+        Jobs whose script has not started are not ended: pending or claimed, they run after
+        the next start (scheduler/reconcile.py).
+        """
         if self._closed:
             return
         await self.begin_shutdown(reason)
@@ -168,7 +179,7 @@ async def build_control_plane(
     tokens = TokenStore(db, clock)
     registry = AgentRegistry(agents, agent_urls)
     applier = StateApplier(
-        db, notifier, clock, max_log_lines=settings.max_log_lines,
+        db, notifier, clock, max_log_lines=settings.max_log_lines, max_log_bytes=settings.max_log_bytes,
         local_retention_s=settings.local_workspace_retention_s,
     )  # fmt: skip
     dispatcher = Dispatcher(settings, db, registry, applier, clock, sweep_interval=sweep_interval)
@@ -221,6 +232,8 @@ def serve(settings: Settings, *, loop: Literal["asyncio", "uvloop"] | None = Non
     (``Popen``'s vfork + a pidfd), never libuv's spawn, which would ``fork()`` the whole
     server per sandbox.  End to end (bench/api.py) uvloop measured no faster here.
     """
+    # first: nothing the server writes (database, tokens, logs, objects) may be readable by others
+    use_private_umask()
     from mags.runtime.mountns import enter_private_mount_namespace
 
     # before any thread exists: our mounts (workspace disks, scratch) then die with us
@@ -238,12 +251,14 @@ async def serve_async(settings: Settings) -> None:
     """The body of :func:`serve`, in the caller's event loop."""
     from mags.agent.local import start_local_agent  # the agent is optional for API-only uses
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    use_private_umask()  # also here: tests and embedders call this without serve()
+    _secure_state(settings)
     db = create_database(settings.db_url)
     await run_migrations(db)
     token = await ensure_admin_token(TokenStore(db, Clock()), settings.data_dir)
     if token is not None:
-        print(f"admin token (saved in {settings.data_dir / 'admin.token'}): {token}", flush=True)
+        # never the token itself: this output usually ends up in a log file
+        print(f"admin token written to {settings.data_dir / ADMIN_TOKEN_FILE} (mode 0600)", flush=True)
         written = write_client_config(settings.api_url, token)
         if written is not None:
             print(f"client configuration written to {written}", flush=True)
@@ -308,6 +323,16 @@ async def serve_async(settings: Settings) -> None:
         finally:
             await cp.close(SHUTDOWN_REASON)
         print("mags server stopped", flush=True)
+
+
+def _secure_state(settings: Settings) -> None:
+    """Make the data dir 0700 and tighten what an older version left readable by others."""
+    extra = sqlite_files(settings.db_url)
+    if settings.object_store == "local":
+        extra.append(settings.local_store_root)
+    tightened = secure_data_dir(settings.data_dir, extra)
+    if tightened:
+        log.warning("made private (readable by root only): %s", ", ".join(str(p) for p in tightened))
 
 
 async def _runtime_name(handle: Any) -> str:

@@ -164,9 +164,9 @@ print("ping", attempt(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP))
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", 80)); s.listen()
 print("port80 ok")
 """
-    res = _run(alice, f"python3 - <<'EOF'\n{script}\nEOF")
+    res = _run(alice, f"python3 - <<'EOF'\n{script}\nEOF\nping -c1 -W2 127.0.0.1 >/dev/null && echo ping-command ok")
     lines = set(res["text"].splitlines())
-    assert {"raw err", "packet err", "ping ok", "port80 ok"} <= lines, res
+    assert {"raw err", "packet err", "ping ok", "port80 ok", "ping-command ok"} <= lines, res
 
 
 @pytest.mark.parametrize("family", [40, 44], ids=["AF_VSOCK", "AF_XDP"])
@@ -190,3 +190,10 @@ def test_files_keep_guest_ids_in_workspaces(alice: Mags) -> None:
     assert "done" in first["text"], first
     again = _run(alice, "stat -c '%n %u %g' /root/d /root/r", workspace_id=ws)
     assert "/root/d 1000 1000" in again["text"] and "/root/r 0 0" in again["text"], again
+
+
+def test_init_command_line_shows_nothing_of_the_host(alice: Mags, sec_server: ServerProc) -> None:
+    res = _run(alice, "tr '\\0' ' ' < /proc/1/cmdline; echo; cat /proc/1/comm")
+    assert str(sec_server.data_dir) not in res["text"] and "/var/lib/mags" not in res["text"], res
+    if sec_server.runtime == "namespaces":
+        assert res["text"].split() == ["mags-init", "mags-init"], res

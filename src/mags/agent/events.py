@@ -11,11 +11,27 @@ from typing import Any
 from mags.agent.models import AgentEvent
 
 
-class EventLog:
-    """Keeps the last ``capacity`` events; readers resume from a sequence number."""
+EVENT_OVERHEAD = 200  # bytes an event costs besides its text (object, fields)
 
-    def __init__(self, capacity: int = 200_000) -> None:
-        self._events: deque[AgentEvent] = deque(maxlen=capacity)
+
+def _event_bytes(fields: dict[str, Any]) -> int:
+    return EVENT_OVERHEAD + sum(len(v) for v in fields.values() if isinstance(v, str | bytes))
+
+
+class EventLog:
+    """Keeps the last ``capacity`` events, at most ``max_bytes`` of them; readers resume from a
+    sequence number.
+
+    The byte bound matters more than the count: log events carry up to a line each, and a
+    tenant printing long lines must not grow the agent's memory without limit.
+    """
+
+    def __init__(self, capacity: int = 200_000, max_bytes: int = 64 * 1024 * 1024) -> None:
+        self._events: deque[AgentEvent] = deque()
+        self._sizes: deque[int] = deque()
+        self._capacity = capacity
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self._seq = 0
         self._cond = asyncio.Condition()
         self._pending = False
@@ -29,7 +45,13 @@ class EventLog:
     def emit(self, type_: str, sandbox_id: str, job_id: str, **fields: Any) -> AgentEvent:
         self._seq += 1
         ev = AgentEvent(seq=self._seq, type=type_, sandbox_id=sandbox_id, job_id=job_id, ts=time.time(), **fields)  # type: ignore[arg-type]
+        size = _event_bytes(fields)
         self._events.append(ev)
+        self._sizes.append(size)
+        self._bytes += size
+        while len(self._events) > 1 and (len(self._events) > self._capacity or self._bytes > self._max_bytes):
+            self._events.popleft()
+            self._bytes -= self._sizes.popleft()
         if not self._pending:
             # wake readers once per loop iteration, not once per line
             self._pending = True

@@ -120,6 +120,13 @@ class ExecResult(BaseModel):
     stdout: str
     stderr: str
     timed_out: bool = False
+    # the stream had more than the agent's ``max_exec_output_bytes``: the rest was dropped
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+
+    @property
+    def truncated(self) -> bool:
+        return self.stdout_truncated or self.stderr_truncated
 
 
 class SandboxSettings(BaseModel):

@@ -19,6 +19,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mags._version import __version__ as mags_version
 from mags.agent.events import EventLog
@@ -34,9 +35,11 @@ from mags.agent.models import (
     StopRequest,
     SyncResult,
 )
+from mags.agent.spawns import FORGET_AFTER_S, LOST_REASON, SpawnRecords
 from mags.agent.workspaces import WorkspaceManager
 from mags.config import Settings
-from mags.errors import Conflict, MagsError, NotFound, SandboxError, ValidationError
+from mags.core.logcap import TRUNCATED_KEY, cut_bytes, cut_text, line_bytes, truncation_message
+from mags.errors import Conflict, MagsError, NotFound, SandboxError, SandboxGone, ValidationError
 from mags.runtime.base import Limits, Sandbox, SandboxSpec
 from mags.runtime.namespaces import BaseRuntime
 from mags.runtime.protocol import ExitStatus, Output, ProcessHandle
@@ -162,12 +165,18 @@ class AgentService(LifecycleMixin):
         self.agent_id = stable_agent_id(settings.data_dir)
         self.boot_id = uuid.uuid4().hex
         self.workspaces = WorkspaceManager(settings)
+        # base layers stacked under a live sandbox are never evicted from the layer cache
+        self.workspaces.live_layers = lambda: [p for sb in runtime.sandboxes() for p in sb.spec.layers]
         self._tracked: dict[str, Tracked] = {}
+        self.spawns = SpawnRecords(settings.data_dir / "spawned")  # scripts started, across restarts
         self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         await asyncio.to_thread(self.workspaces.start)
+        await asyncio.to_thread(self.spawns.load)
+        # listed (as lost) until the control plane had time to reconcile its jobs with them
+        asyncio.get_running_loop().call_later(FORGET_AFTER_S, self.spawns.forget_previous)
         self.start_lifecycle()
 
     # ------------------------------------------------------------------ queries
@@ -187,7 +196,14 @@ class AgentService(LifecycleMixin):
         return self._get(sandbox_id).info(self.runtime.name)
 
     def list(self) -> list[SandboxInfo]:
-        return [t.info(self.runtime.name) for t in self._tracked.values()]
+        """Our sandboxes, and as ``stopped`` the scripts an earlier run of the agent started."""
+        infos = [t.info(self.runtime.name) for t in self._tracked.values()]
+        infos += [
+            SandboxInfo(sandbox_id=r.sandbox_id, job_id=r.job_id, state="stopped", runtime=self.runtime.name,
+                        created_at=r.spawned_at, reason=LOST_REASON)
+            for r in self.spawns.previous.values() if r.sandbox_id not in self._tracked
+        ]  # fmt: skip
+        return infos
 
     # ------------------------------------------------------------------ create
     def _limits(self, req: SandboxRequest) -> Limits:
@@ -231,6 +247,9 @@ class AgentService(LifecycleMixin):
             if existing.req.job_id != req.job_id:
                 raise ValidationError(f"sandbox id {req.sandbox_id} is taken")
             return existing.info(self.runtime.name)  # idempotent retry
+        if req.sandbox_id in self.spawns.previous and req.resume is None:
+            # its script ran before this agent restarted: never a second time (agent/spawns.py)
+            raise Conflict(f"sandbox {req.sandbox_id} already ran its script before the agent restarted")
         if not req.script.strip():
             raise ValidationError("script is empty")
         if req.no_sleep and not req.persistent:
@@ -251,13 +270,17 @@ class AgentService(LifecycleMixin):
                     data = Path(f.host_path).read_bytes()
                     await sb.put_file(f"/uploads/{f.name}", data, f.mode)
                     await sb.put_file(f"/root/{f.name}", data, f.mode)
+                self.spawns.write(req.sandbox_id, req.job_id)  # before the spawn, see agent/spawns.py
                 proc = await sb.spawn_script(req.script, req.environment)
         except Exception as exc:
             self._tracked.pop(req.sandbox_id, None)
+            self.spawns.forget(req.sandbox_id)
             if t.sandbox is not None:
                 await t.sandbox.destroy()
                 if t.workspace_key:
                     await self.workspaces.release(t.workspace_key, req.sandbox_id)
+            if isinstance(exc, SandboxGone):  # "sandbox is gone" alone says nothing of when
+                raise SandboxError(f"the sandbox died before its script started ({exc})") from exc
             if isinstance(exc, MagsError):
                 raise
             raise SandboxError(f"cannot start sandbox: {exc}") from exc
@@ -290,24 +313,47 @@ class AgentService(LifecycleMixin):
         return t.info(self.runtime.name)
 
     def _pump_output(self, t: Tracked, limit: int | None = None):  # noqa: ANN202 - small closure factory
-        """A line emitter for a process's output: log events, capped per job."""
+        """A line emitter for a process's output: log events, capped per job in lines and bytes.
+
+        Once a cap is reached the output is still read (the sandbox's protocol stream must keep
+        flowing) but no longer split or kept: the event buffer holds at most ``max_log_bytes``
+        of a process's output (see core/logcap.py).
+        """
         sid, jid = t.req.sandbox_id, t.req.job_id
-        state = {"lines": 0, "truncated": False}
         cap = self.settings.max_log_lines if limit is None else limit
+        byte_cap = self.settings.max_log_bytes
         splitters = {"stdout": LineSplitter(), "stderr": LineSplitter()}
+        lines = used = 0
+        closed = False
+
+        def close(message: str, **fields: Any) -> None:
+            nonlocal closed
+            closed = True
+            self.events.emit("log", sid, jid, source="system", message=message, **fields)
 
         def emit(stream: str, texts: list[str]) -> None:
+            nonlocal lines, used
             for text in texts:
-                if state["lines"] >= cap:
-                    if not state["truncated"]:
-                        state["truncated"] = True
-                        self.events.emit("log", sid, jid, source="system", message=f"output truncated after {cap} lines")
+                if closed:
                     return
-                state["lines"] += 1
+                if lines >= cap:
+                    close(f"output truncated after {cap} lines")
+                    return
+                size = line_bytes(text)
+                if used + size > byte_cap:
+                    # the line that crosses the cap is cut to fit, so the log ends exactly there
+                    head = cut_text(text, byte_cap - used - 1)
+                    if head:
+                        self.events.emit("log", sid, jid, source=stream, message=head)
+                    close(truncation_message(byte_cap), data={TRUNCATED_KEY: byte_cap})
+                    return
+                lines += 1
+                used += size
                 self.events.emit("log", sid, jid, source=stream, message=text)
 
         def feed(ev: Output) -> None:
-            emit(ev.stream, splitters[ev.stream].feed(ev.data))
+            if not closed:
+                emit(ev.stream, splitters[ev.stream].feed(ev.data))
 
         def flush(errors: list[str]) -> None:
             for stream, sp in splitters.items():
@@ -387,16 +433,23 @@ class AgentService(LifecycleMixin):
             raise ValidationError("timeout must be between 0 and 86400 seconds")
         sb = await self.ensure_awake(t, "woken by exec")
         t.last_activity = time.time()
-        res = await sb.exec(req.command, req.environment, req.cwd, timeout=req.timeout)
+        # capped while it is read: however much a command prints, the answer costs this
+        # process a few times max_exec_output_bytes
+        res = await sb.exec(
+            req.command, req.environment, req.cwd, timeout=req.timeout,
+            max_output=self.settings.max_exec_output_bytes,
+        )  # fmt: skip
         t.last_activity = time.time()
-        stderr = res.stderr.decode(errors="replace")
+        stderr = cut_bytes(res.stderr, res.stderr_truncated)
         if res.timed_out:
             stderr += f"\ncommand timed out after {req.timeout:g} s and was killed\n"
         return ExecResult(
             exit_code=124 if res.timed_out else res.exit_code,
-            stdout=res.stdout.decode(errors="replace"),
+            stdout=cut_bytes(res.stdout, res.stdout_truncated),
             stderr=stderr,
             timed_out=res.timed_out,
+            stdout_truncated=res.stdout_truncated,
+            stderr_truncated=res.stderr_truncated,
         )
 
     async def update(self, sandbox_id: str, req: SandboxSettings) -> SandboxInfo:
@@ -464,7 +517,12 @@ class AgentService(LifecycleMixin):
                 t.reason = t.reason or reason
                 self.events.emit("state", t.req.sandbox_id, t.req.job_id, state="stopped", reason=reason)
                 # forget it after a while so late queries still get an answer
-                asyncio.get_running_loop().call_later(300, self._tracked.pop, t.req.sandbox_id, None)
+                asyncio.get_running_loop().call_later(FORGET_AFTER_S, self._forget, t)
+
+    def _forget(self, t: Tracked) -> None:
+        if self._tracked.get(t.req.sandbox_id) is t:  # not a newer sandbox under the same id
+            del self._tracked[t.req.sandbox_id]
+            self.spawns.forget(t.req.sandbox_id)
 
     async def close(self, reason: str = "agent shutting down", keep: Collection[str] = ()) -> None:
         """Stop every sandbox (synced); those in ``keep`` are put to sleep instead.

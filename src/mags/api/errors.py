@@ -15,8 +15,11 @@ from mags.errors import AuthError, MagsError
 log = logging.getLogger(__name__)
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+def error_response(
+    status: int, message: str, headers: dict[str, str] | None = None, code: str | None = None
+) -> JSONResponse:
+    body = {"error": message} if code is None else {"error": message, "code": code}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 async def _mags_error(request: Request, exc: Exception) -> JSONResponse:
@@ -25,7 +28,7 @@ async def _mags_error(request: Request, exc: Exception) -> JSONResponse:
     status = exc.status_code if exc.status_code >= 400 else 500
     if status >= 500:
         log.error("%s %s failed: %s", request.method, request.url.path, exc)
-    return error_response(status, str(exc) or type(exc).__name__, headers)
+    return error_response(status, str(exc) or type(exc).__name__, headers, getattr(exc, "code", None))
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -141,14 +141,19 @@ def jobs_router(
         await jobs.get(me.user_id, job_id)  # 404 before looking at the body
         command, timeout = parse_exec(await read_json_object(request, body_limit), settings)
         res = await controller.exec(me.user_id, job_id, command, timeout)
-        return JSONResponse(
-            {
-                "exit_code": res.exit_code,
-                "stdout": res.stdout,
-                "stderr": res.stderr,
-                "timed_out": res.timed_out,
+        answer: dict[str, object] = {
+            "exit_code": res.exit_code,
+            "stdout": res.stdout,
+            "stderr": res.stderr,
+            "timed_out": res.timed_out,
+        }
+        if res.truncated:  # each stream holds at most max_exec_output_bytes; the rest was dropped
+            answer |= {
+                "truncated": True,
+                "stdout_truncated": res.stdout_truncated,
+                "stderr_truncated": res.stderr_truncated,
             }
-        )
+        return JSONResponse(answer)
 
     @router.post("/mags-jobs/{job_id}/sync")
     async def sync(job_id: str, me: Me) -> JSONResponse:

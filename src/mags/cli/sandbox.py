@@ -114,6 +114,10 @@ def exec_cmd(
             click.echo(result["output"], nl=not result["output"].endswith("\n"))
         if result["stderr"]:
             click.echo(result["stderr"], nl=not result["stderr"].endswith("\n"), err=True)
+        if result.get("truncated"):
+            cut = [s for s in ("stdout", "stderr") if result.get(f"{s}_truncated")]
+            what = " and ".join(cut) or "output"
+            echo_err(f"note: {what} truncated (the server keeps at most max_exec_output_bytes of each stream)")
     ctx.exit(exit_code_for({"exit_code": result["exit_code"]}))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -39,6 +40,9 @@ def server_cmd(
       sudo mags server --host 0.0.0.0 --port 8090 --data-dir /srv/mags
       export MAGS_API_URL=http://127.0.0.1:8090   # then, in another shell: mags run 'echo hi'
     """
+    # first, before anything is written: the server's files (tenants' data, tokens, logs) are
+    # for root only (the same umask as core/bootstrap.py's, without importing the server here)
+    os.umask(0o077)
     from mags.config import load_settings
 
     settings = load_settings(config_file, data_dir=data_dir, host=host, port=port, runtime=runtime)

@@ -3,7 +3,8 @@
 An upload is stored as ``<data_dir>/files/<file_id>`` (mode 0600) with a row holding its
 owner, sanitized name, size, sha256 and ``expires_at`` (``created_at + file_retention_s``).
 Jobs refer to files by id; the agent copies each one to ``/uploads/<name>`` and
-``/root/<name>`` before the script starts.  Expired files are deleted by the janitor.
+``/root/<name>`` before the script starts, so a job's files must have distinct names (a job
+naming two that sanitize alike is refused).  Expired files are deleted by the janitor.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from sqlalchemy.engine import Row
 
 from mags.core.db import Database
 from mags.core.schema import files
-from mags.errors import NotFound
+from mags.errors import NotFound, ValidationError
 
 MAX_NAME_BYTES = 200  # well under NAME_MAX (255) so the agent may add suffixes
 DEFAULT_NAME = "file"
@@ -54,6 +55,24 @@ def sanitize_filename(raw: str | None) -> str:
         stem = stem.encode("utf-8")[:room].decode("utf-8", "ignore").rstrip()
         name = f"{stem}.{ext}" if ext else stem
     return name or DEFAULT_NAME
+
+
+def check_distinct_names(rows: Sequence[Row[Any]]) -> None:
+    """Refuse a job whose uploads would land on the same ``/uploads/<name>``.
+
+    Names are sanitized at upload (``a/data.csv`` and ``b/data.csv`` are both ``data.csv``);
+    placing both would silently keep only the last one, so the job is refused with both ids
+    and the name, before anything runs.
+    """
+    seen: dict[str, str] = {}
+    for row in rows:
+        m = row._mapping
+        first = seen.setdefault(m["name"], m["id"])
+        if first != m["id"]:
+            raise ValidationError(
+                f"uploaded files {first} and {m['id']} would both be placed at /uploads/{m['name']}: "
+                "upload one of them under another file name"
+            )
 
 
 def file_path(files_dir: Path, file_id: str) -> Path:
@@ -122,7 +141,9 @@ class FileStore:
         for file_id in wanted:
             if file_id not in rows:
                 raise NotFound(f"file {file_id} not found (uploads are kept for {self.retention_s:g} s)")
-        return [rows[f] for f in wanted]
+        ordered = [rows[f] for f in wanted]
+        check_distinct_names(ordered)
+        return ordered
 
     async def expired(self, limit: int = 500) -> list[str]:
         return await self.db.read_heavy(_expired, self.clock(), limit)

@@ -42,6 +42,10 @@ users = Table(
     Column("name", String(128), nullable=False, unique=True),
     Column("admin", Boolean, nullable=False, default=False),
     Column("created_at", Double, nullable=False),
+    # per-user quota overrides (core/quotas.py): null = the server's setting, 0 = no limit
+    Column("quota_disk_gb", Integer),
+    Column("quota_workspaces", Integer),
+    Column("quota_sandboxes", Integer),
 )
 
 tokens = Table(

@@ -7,7 +7,8 @@ A job has two state fields:
   For a persistent job the VM outlives the script; from then on ``status`` follows the VM:
   ``completed|error <-> sleeping|running`` and ``-> completed`` when the VM stops.
 * ``vm_status`` -- the sandbox: ``pending -> starting -> running <-> sleeping``,
-  ``-> stopping -> stopped``.
+  ``-> stopping -> stopped``; ``starting -> pending`` when a job whose script never ran lost
+  its sandbox (server restarted) and is put back in the queue.
 
 Every change goes through :meth:`JobState.transition`, which checks both tables, raises
 :class:`IllegalTransition` for anything else, and records one ``job_events`` row with a reason.
@@ -53,7 +54,8 @@ JOB_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
 
 VM_TRANSITIONS: dict[VmStatus, frozenset[VmStatus]] = {
     V.PENDING: frozenset({V.STARTING, V.STOPPED}),
-    V.STARTING: frozenset({V.RUNNING, V.STOPPING, V.STOPPED}),
+    # starting -> pending: requeued, its script never ran (scheduler/transitions.py, ``lost``)
+    V.STARTING: frozenset({V.PENDING, V.RUNNING, V.STOPPING, V.STOPPED}),
     # running -> starting: re-provisioning a VM whose sandbox was lost (scheduler/resume.py)
     V.RUNNING: frozenset({V.SLEEPING, V.STARTING, V.STOPPING, V.STOPPED}),
     V.SLEEPING: frozenset({V.STARTING, V.RUNNING, V.STOPPING, V.STOPPED}),

@@ -53,6 +53,7 @@ class RequestParsing:
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._host: bytes | None = None
+        self._hosts = 0
         self._fwd: dict[bytes, bytes] | None = None
         self._hbytes = 0
         self._chunked = False
@@ -76,6 +77,7 @@ class RequestParsing:
         low = name.lower()
         if low == b"host":
             self._host = value
+            self._hosts += 1
         elif low == b"transfer-encoding":
             self._chunked = b"chunked" in value.lower()
             self._has_body = True
@@ -121,6 +123,10 @@ class RequestParsing:
         req = Request(label, b"".join(parts), method == b"HEAD", p.should_keep_alive(), retry_ok)
         if host is None:
             req.error = ProxyError(400, "no-host", "Bad request", "The request has no Host header.")
+        elif self._hosts > 1:
+            # RFC 9112 §3.2: we would route by one Host and the app might read the other
+            message = "The request has more than one Host header."
+            req.error = ProxyError(400, "many-hosts", "Bad request", message)
         elif method == b"CONNECT":
             req.error = ProxyError(405, "connect", "Method not allowed", "This is not a forward proxy.")
         elif label is None:

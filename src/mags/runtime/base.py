@@ -85,6 +85,8 @@ class CompletedProcess:
     stderr: bytes
     signal: int = 0
     timed_out: bool = False
+    stdout_truncated: bool = False  # more stdout than ``max_output`` came and was dropped
+    stderr_truncated: bool = False
 
 
 class Sandbox:
@@ -138,8 +140,16 @@ class Sandbox:
         cwd: str = "/root",
         timeout: float | None = None,
         stdin_data: bytes | None = None,
+        max_output: int | None = None,
     ) -> CompletedProcess:
-        """Run a command to completion and collect its output (a string runs via the shell)."""
+        """Run a command to completion and collect its output (a string runs via the shell).
+
+        ``max_output``: bytes kept per stream, counted as the JSON answer will carry them
+        (a control character other than tab/newline/CR travels as ``\\u00XX``: it counts 6).
+        Past it the output is still read, and dropped: the command runs to its end (or its
+        timeout) as it would with a reader that stopped looking, and memory stays bounded
+        whatever it prints.
+        """
         if isinstance(argv, str):
             argv = self._script_argv(argv)
         proc = await self.spawn(argv, env, cwd, stdin=stdin_data is not None)
@@ -147,13 +157,26 @@ class Sandbox:
             await proc.write(stdin_data)
             await proc.close_stdin()
         out, err = bytearray(), bytearray()
+        cut = {"stdout": False, "stderr": False}
+        spent = {"stdout": 0, "stderr": 0}
         timed_out = False
 
         async def collect() -> ExitStatus:
             status: ExitStatus | None = None
             async for ev in proc.events():
                 if isinstance(ev, Output):
-                    (out if ev.stream == "stdout" else err).extend(ev.data)
+                    stream = "stdout" if ev.stream == "stdout" else "stderr"
+                    buf = out if stream == "stdout" else err
+                    if max_output is None:
+                        buf.extend(ev.data)
+                    elif not cut[stream]:
+                        cost = _answer_cost(ev.data)
+                        if spent[stream] + cost <= max_output:
+                            buf.extend(ev.data)
+                            spent[stream] += cost
+                        else:
+                            buf.extend(_fitting(ev.data, max_output - spent[stream]))
+                            cut[stream] = True
                 else:
                     status = ev
                     break
@@ -168,7 +191,9 @@ class Sandbox:
         for msg in proc.errors:
             err.extend(msg.encode() + b"\n")
         self.last_activity = time.monotonic()
-        return CompletedProcess(status.exit_code, bytes(out), bytes(err), status.signal, timed_out)
+        return CompletedProcess(
+            status.exit_code, bytes(out), bytes(err), status.signal, timed_out, cut["stdout"], cut["stderr"]
+        )
 
     async def put_file(self, path: str, data: bytes | AsyncIterator[bytes], mode: int = 0o644) -> None:
         await self.conn.put_file(path, data, mode)
@@ -192,6 +217,29 @@ class Sandbox:
     async def wait_closed(self) -> None:
         """Return when the sandbox's init is gone (crash, OOM of init, destroy)."""
         await self.conn.closed.wait()
+
+
+# What JSON carries only escaped, as \u00XX: six bytes of an exec answer for one of output.
+_ESCAPED = bytes(b for b in range(32) if b not in b"\t\n\r")
+
+
+def _answer_cost(data: bytes) -> int:
+    """What ``data`` costs in an exec answer's JSON (not counting quotes and backslashes)."""
+    return len(data) + 5 * (len(data) - len(data.translate(None, _ESCAPED)))
+
+
+def _fitting(data: bytes, budget: int) -> bytes:
+    """The longest prefix of ``data`` whose :func:`_answer_cost` is at most ``budget``."""
+    if budget <= 0:
+        return b""
+    if len(data.translate(None, _ESCAPED)) == len(data):
+        return data[:budget]
+    cost = 0
+    for i, byte in enumerate(data):  # one chunk, once per stream
+        cost += 6 if byte < 32 and byte not in (9, 10, 13) else 1
+        if cost > budget:
+            return data[:i]
+    return data
 
 
 # Runs the script with bash when the image has it (as Mags does), else POSIX sh.

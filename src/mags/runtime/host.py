@@ -17,6 +17,7 @@ from mags.runtime import native
 from mags.runtime.base import Limits
 from mags.runtime.cgroups import Cgroup, CgroupDriver
 from mags.runtime.disk import GB, Disk, is_mounted
+from mags.runtime.diskspace import host_budget
 from mags.runtime.hostslot import MAX_SLOTS, HostSlot, claim_host_slot, try_hold
 from mags.runtime.image import Image, resolve_image
 from mags.runtime.network import NetSlot, NetworkManager
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 # SandboxResources.extra key: the backend moved the slot's address into the sandbox (gVisor
 # netstack), so it must be put back on release before the slot is reused
 NET_RESTORE = "net_restore"
+# how long a new ephemeral sandbox waits for disk budget other sandboxes still hold
+SCRATCH_ROOM_WAIT_S = 120.0
 
 
 @dataclass
@@ -41,6 +44,7 @@ class SandboxResources:
     work: Path
     ephemeral_upper: bool
     released: bool = False
+    scratch: Disk | None = None  # the ephemeral writable layer's own disk (None: a workspace's)
     extra: dict[str, object] = field(default_factory=dict)
 
 
@@ -53,7 +57,8 @@ class HostEnv:
         self.cgroups: CgroupDriver | None = None
         self.network: NetworkManager | None = None
         self.binary: Path | None = None
-        self.scratch: Disk | None = None
+        # every scratch disk reserves its size in the host's budget (shared with workspaces)
+        self.budget = host_budget(settings.data_dir, settings.disk_free_margin_gb)
         self._images: dict[tuple[str, str], Image] = {}
         self._counter = 0
 
@@ -81,15 +86,12 @@ class HostEnv:
             if self.sandboxes_dir.exists():
                 shutil.rmtree(self.sandboxes_dir, ignore_errors=True)
             self.sandboxes_dir.mkdir(parents=True, exist_ok=True)
-            self._make_scratch()
+            self._clean_scratch()
             self.network = NetworkManager(self.slot.index, self.settings.network_cidr)
             self.network.start()
             self._write_etc()
             self._clean_dead_slots()
         except Exception:
-            if self.scratch is not None:
-                self.scratch.destroy()
-                self.scratch = None
             self.slot.release()
             self.slot = None
             raise
@@ -111,20 +113,30 @@ class HostEnv:
             )
         (self.etc_dir / "resolv.conf").write_text(self.network.resolv_conf())
         (self.etc_dir / "hosts").write_text("127.0.0.1\tlocalhost\n127.0.1.1\tmags-vm\n::1\tlocalhost ip6-localhost\n")
+        for name in ("resolv.conf", "hosts"):
+            # readable by every guest user (the agent's umask is 077; a guest root is not host root)
+            os.chmod(self.etc_dir / name, 0o644)
 
-    def _make_scratch(self) -> None:
-        """One size-limited filesystem for every ephemeral writable layer of this agent.
+    def _clean_scratch(self) -> None:
+        """Remove the filesystem all ephemeral sandboxes once shared (replaced by one each)."""
+        Disk(self.settings.run_dir / "scratch").destroy()
 
-        Ephemeral sandboxes (no workspace) write there, so none of them can fill the host's
-        disk; workspaces have disks of their own (agent/workspaces.py).
+    def _make_scratch(self, d: Path, size_gb: int) -> Disk:
+        """A size-limited filesystem of its own for one ephemeral sandbox's writable layer.
+
+        Each ephemeral sandbox (no workspace) writes to a sparse ext4 disk of its ``disk_gb``,
+        reserved in the host's disk budget: it gets ENOSPC at its size and no tenant can fill
+        another's scratch or the host.  ~3 ms: a sparse copy of a template made once per size,
+        loop-mounted in-process (runtime/loopdev.py); the warm pool hides even that.
         """
-        d = self.settings.run_dir / "scratch"
-        self.scratch = Disk(d)
-        self.scratch.destroy()
-        free_gb = shutil.disk_usage(self.settings.run_dir).free // GB
-        size = max(1, min(self.settings.scratch_disk_gb, free_gb // 2))
-        self.scratch.create(size, journal=False)
-        self.scratch.mount()
+        disk = Disk(d, self.budget, "the sandbox's scratch disk")
+        disk.create(size_gb, journal=False, template_dir=self.settings.run_dir / "disk-templates")
+        try:
+            disk.mount()
+        except BaseException:
+            disk.destroy()
+            raise
+        return disk
 
     def _clean_dead_slots(self) -> None:
         """Remove what crashed agents of *other* slots left behind (their lock is free)."""
@@ -158,9 +170,6 @@ class HostEnv:
             self.cgroups.cleanup_leftovers()
             self.cgroups.remove_agent_dirs()
         self.cleanup_mounts()
-        if self.scratch is not None:
-            self.scratch.destroy()
-            self.scratch = None
         if self.slot is not None:
             shutil.rmtree(self.sandboxes_dir, ignore_errors=True)
             self.slot.release()
@@ -198,15 +207,17 @@ class HostEnv:
         image = self.image(image_name)
         name = self.new_name()
         d = self.sandboxes_dir / name
+        if writable is None:
+            await self._wait_for_room(limits.disk_gb * GB)  # before holding anything else
         net = await self.network.acquire()
         cg: Cgroup | None = None
+        scratch: Disk | None = None
         try:
             cg = self.cgroups.create(name, limits)
             (d / "root").mkdir(parents=True)
             if writable is None:
-                assert self.scratch is not None
-                layer = self.scratch.mnt / name
-                upper, work, ephemeral = layer / "upper", layer / "work", True
+                scratch = await asyncio.to_thread(self._make_scratch, d / "scratch", limits.disk_gb)
+                upper, work, ephemeral = scratch.upper, scratch.work, True
             else:
                 upper, work, ephemeral = writable / "upper", writable / "work", False
             upper.mkdir(parents=True, exist_ok=True)
@@ -215,9 +226,26 @@ class HostEnv:
             if cg is not None:
                 cg.remove()
             self.network.release(net)
+            if scratch is not None:
+                await asyncio.to_thread(scratch.destroy)
             shutil.rmtree(d, ignore_errors=True)
             raise
-        return SandboxResources(name, d, cg, net, image, upper, work, ephemeral)
+        return SandboxResources(name, d, cg, net, image, upper, work, ephemeral, scratch=scratch)
+
+    async def _wait_for_room(self, size: int) -> None:
+        """Wait (bounded) while the host's disk budget is promised to other sandboxes.
+
+        A burst of jobs may ask for more scratch space at once than the host has; each
+        sandbox that ends gives its reservation back, so the later ones wait for room
+        instead of failing.  A disk that could never fit fails at once (in reserve()).
+        """
+        deadline = asyncio.get_running_loop().time() + SCRATCH_ROOM_WAIT_S
+        while (
+            not self.budget.fits_now(size)
+            and self.budget.could_fit_later(size)
+            and asyncio.get_running_loop().time() < deadline
+        ):
+            await asyncio.sleep(0.1)
 
     async def release(self, res: SandboxResources) -> None:
         if res.released:
@@ -242,9 +270,9 @@ class HostEnv:
             except SandboxError as exc:
                 log.error("sandbox %s: network slot %s not reusable: %s", res.name, res.net.netns, exc)
                 ok = False
+        if res.scratch is not None:
+            res.scratch.destroy()  # unmounted first: its space is back once this returns
         shutil.rmtree(res.dir, True)
-        if res.ephemeral_upper:
-            shutil.rmtree(res.upper.parent, True)
         return ok
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from mags.config import Settings
 from mags.errors import ImageError, ValidationError
 
-BUILD_STEPS_VERSION = 3
+BUILD_STEPS_VERSION = 4
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
@@ -221,7 +221,28 @@ def _install_packages(settings: Settings, recipe: Recipe, rootfs: Path, say: Cal
          env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"})
 
 
+def _drop_file_capabilities(rootfs: Path) -> int:
+    """Remove ``security.capability`` from every file of the image; returns how many had it.
+
+    Sandboxes run without some capabilities in their bounding set (CAP_NET_RAW), and the
+    kernel refuses to exec a binary whose file capabilities ask for one of those (EPERM):
+    Debian's ``ping`` is ``cap_net_raw+ep``.  Without them ping uses an ICMP datagram socket
+    (allowed per sandbox network namespace), and root needs no file capabilities anyway.
+    """
+    count = 0
+    for dirpath, dirnames, filenames in os.walk(rootfs):
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            try:
+                os.removexattr(path, "security.capability", follow_symlinks=False)
+                count += 1
+            except OSError:
+                continue  # no such attribute (the usual case), or a symlink
+    return count
+
+
 def _finish_rootfs(rootfs: Path) -> None:
+    _drop_file_capabilities(rootfs)
     (rootfs / "etc" / "hostname").write_text("mags-vm\n")
     (rootfs / "etc" / "hosts").write_text("127.0.0.1\tlocalhost\n127.0.1.1\tmags-vm\n::1\tlocalhost ip6-localhost\n")
     (rootfs / "etc" / "resolv.conf").write_text("")  # bind-mounted per sandbox

@@ -116,7 +116,10 @@ class BaseRuntime:
         return limits
 
     def _poolable(self, spec: SandboxSpec) -> bool:
-        return spec.image == "standard" and not spec.layers and spec.writable is None and not spec.binds
+        return (
+            spec.image == "standard" and not spec.layers and spec.writable is None and not spec.binds
+            and spec.limits.disk_gb == self.default_limits.disk_gb
+        )
 
     async def create(self, spec: SandboxSpec) -> Sandbox:
         spec.limits.validate()

@@ -14,7 +14,9 @@ Firewall (chains ``MAGS<n>-*`` of agent slot n, hooked at the top of the built-i
   except DNS to the host's resolvers;
 * sandbox -> internet: NAT (masquerade) egress;
 * a packet whose source is not the sandbox's own address: dropped (strict ``rp_filter`` on
-  each host-side veth, and a rule dropping sources outside the agent's range).
+  each host-side veth, the same check as an ``rpfilter`` rule in the raw table -- early
+  demux to connected UDP sockets skips rp_filter -- and a rule dropping sources outside the
+  agent's range).
 IPv6 is disabled on the host ends, so there is no v6 path at all.
 """
 
@@ -137,6 +139,10 @@ class NetworkManager:
             ("filter", "FORWARD", ["-i", i, "-j", f"{c}-OUT"]),
             ("filter", "FORWARD", ["-o", i, "-j", f"{c}-TO"]),
             ("nat", "POSTROUTING", ["-s", str(self.subnet), "-j", f"{c}-NAT"]),
+            # the reverse-path check again, before conntrack and routing: the kernel's early
+            # demux of packets for a connected local UDP socket skips rp_filter, so a sandbox
+            # could otherwise pass as another to a host socket talking to that one
+            ("raw", "PREROUTING", ["-i", i, "-m", "rpfilter", "--invert", "-j", "DROP"]),
         ]
 
     def _install_firewall(self) -> None:
@@ -182,9 +188,9 @@ class NetworkManager:
     def firewall_rules(self) -> list[str]:
         """Rules of this agent currently installed (for tests and `mags doctor`)."""
         out = []
-        for table in ("filter", "nat"):
+        for table in ("filter", "nat", "raw"):
             text = _run(["iptables", "-w", "-t", table, "-S"], check=False).stdout
-            out += [line for line in text.splitlines() if self.chain in line]
+            out += [line for line in text.splitlines() if self.chain in line or f"{self.if_prefix}+" in line]
         return out
 
     # ------------------------------------------------------------------ slots

@@ -14,13 +14,20 @@ Rules (CONTRACT.md "Workspace modes"; decisions in docs/API-NOTES.md, "Workspace
     ``mags new`` sandbox: it is stopped with a final sync ("replaced by job <new id>") and the
     new job starts once that sync is the workspace's head;
   - otherwise (a script still executing, or a sandbox still starting): 409 busy.
+
+* Quotas (core/quotas.py): what the job adds -- a sandbox (minus the ones it replaces), a new
+  workspace, disk (a new workspace's size, the growth of an existing one, an ephemeral
+  sandbox's scratch disk) -- must fit the user's limits, else 429 ``quota_exceeded``.  The
+  check and the insert run under the user's quota lock, so concurrent submissions of one
+  user cannot both take the last place.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -28,6 +35,8 @@ from sqlalchemy.engine import Row
 
 from mags.config import Settings
 from mags.core.jobs import JobStore, NewJob
+from mags.core.quotas import Ask
+from mags.core.quotas import check as check_quota
 from mags.core.states import VmStatus
 from mags.core.workspaces import WorkspaceStore
 from mags.errors import Conflict, MagsError, NotFound, ValidationError
@@ -106,11 +115,34 @@ class WorkspaceAdmission:
         self.cancel = cancel
         self.clock = clock
         self._locks: dict[tuple[int, str], asyncio.Lock] = {}
+        self._quota_locks: dict[int, asyncio.Lock] = {}
 
     def lock(self, user_id: int, name: str) -> asyncio.Lock:
         # in-process: a second server sharing the database still cannot start two sandboxes on
         # one workspace (the claim checks), it can only admit a second job that then waits
         return self._locks.setdefault((user_id, name), asyncio.Lock())
+
+    def _quota_lock(self, user_id: int) -> asyncio.Lock:
+        # always taken last (inside a workspace's lock), so it never deadlocks
+        return self._quota_locks.setdefault(user_id, asyncio.Lock())
+
+    async def _check_quota(self, user_id: int, ask: Ask) -> None:
+        await self.jobs.db.read(check_quota, user_id, ask, self.settings)
+
+    def scratch_gb(self, job: NewJob) -> int:
+        """The scratch disk an ephemeral job's sandbox gets."""
+        return job.disk_gb or self.settings.default_disk_gb
+
+    @asynccontextmanager
+    async def quota_guard(self, user_id: int, job: NewJob) -> AsyncIterator[None]:
+        """Check an ephemeral job (one sandbox, its scratch disk) against the user's quotas.
+
+        The caller stores the job inside the ``async with``: the user's quota lock is held
+        until then, so two submissions cannot both take the last place.
+        """
+        async with self._quota_lock(user_id):
+            await self._check_quota(user_id, Ask(disk_gb=self.scratch_gb(job), sandboxes=1))
+            yield
 
     async def _base(self, user_id: int, job: NewJob) -> Row[Any] | None:
         name = job.base_workspace_id
@@ -139,7 +171,8 @@ class WorkspaceAdmission:
         base = await self._base(user_id, job)
         name = job.workspace_id
         if name is None:  # --base without -w: an ephemeral sandbox on top of the base
-            await self.jobs.create(user_id, job)
+            async with self.quota_guard(user_id, job):
+                await self.jobs.create(user_id, job)
             return job.request_id, False
         async with self.lock(user_id, name):
             ws = await self._settled(user_id, name)
@@ -159,15 +192,23 @@ class WorkspaceAdmission:
                 assert decision.job is not None
                 raise Conflict(busy_message(name, decision.job))
             wants_sync = job.persistent and not job.no_sync
-            await self.workspaces.prepare(
-                user_id,
-                name,
-                mode="persistent" if wants_sync else "local",
-                disk_gb=job.disk_gb or self.settings.default_disk_gb,
-                base=base if ws is None else None,
+            old_gb = ws._mapping["disk_gb"] if ws is not None else 0
+            ask = Ask(
+                disk_gb=(job.disk_gb or old_gb or self.settings.default_disk_gb) - old_gb,
+                workspaces=0 if ws is not None else 1,
+                sandboxes=1 - len(decision.replace),  # a replaced sandbox gives its place
             )
-            # pending, but not claimable while the replaced sandbox is alive (see claim.py)
-            await self.jobs.create(user_id, job)
+            async with self._quota_lock(user_id):
+                await self._check_quota(user_id, ask)
+                await self.workspaces.prepare(
+                    user_id,
+                    name,
+                    mode="persistent" if wants_sync else "local",
+                    disk_gb=job.disk_gb or self.settings.default_disk_gb,
+                    base=base if ws is None else None,
+                )
+                # pending, but not claimable while the replaced sandbox is alive (see claim.py)
+                await self.jobs.create(user_id, job)
             # stop inside the lock: a third submission must see these as going away, not free
             await asyncio.shield(self._replace(user_id, job, decision.replace))
         return job.request_id, False

@@ -11,18 +11,24 @@ never marked finished before its earlier output is stored.  Likewise a ``synced`
 workspace snapshot to commit, see ``core/workspaces.py``) is committed before the ``state:
 stopped`` the agent sends after it, so once a job's sandbox shows ``stopped`` its final sync is
 the workspace's head; :meth:`StateApplier.expect_agent_stop` lets a stopper wait for that.
+
+Log rows are capped per job in lines (``max_log_lines``) and bytes (``max_log_bytes``, counted
+as in ``core/logcap.py``), here where they are written, whatever an agent sends.  The bytes a
+job already stored are remembered per job (read once from ``job_logs`` after a restart).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, LargeBinary, cast, func, insert, select, update
 
 from mags.core.db import Database
+from mags.core.logcap import TRUNCATED_KEY, cut_text, line_bytes, truncation_message, truncation_reason
 from mags.core.notify import JobNotifier
 from mags.core.schema import job_events, job_logs, jobs
 from mags.core.states import IllegalTransition, JobState, VmStatus
@@ -46,6 +52,8 @@ _STATE_COLUMNS = (
     jobs.c.workspace_id,
 )
 DEFAULT_GC_GRACE_S = 24 * 3600.0
+DEFAULT_MAX_LOG_BYTES = 10 * 1024 * 1024
+LOG_BYTES_REMEMBERED = 4096  # jobs whose stored log size is kept in memory (most recent first)
 
 
 class StateApplier:
@@ -58,6 +66,7 @@ class StateApplier:
         clock: Callable[[], float],
         *,
         max_log_lines: int,
+        max_log_bytes: int = DEFAULT_MAX_LOG_BYTES,
         batch_max: int = 2000,
         local_retention_s: float = 600.0,
         gc_grace_s: float = DEFAULT_GC_GRACE_S,
@@ -66,6 +75,9 @@ class StateApplier:
         self.notifier = notifier
         self.clock = clock
         self.max_log_lines = max_log_lines
+        self.max_log_bytes = max_log_bytes
+        # job id -> bytes of its stored log rows, as committed (see _stored_log_bytes)
+        self._log_bytes: OrderedDict[str, int] = OrderedDict()
         self.batch_max = batch_max
         self._queue: asyncio.Queue[Change] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -161,13 +173,26 @@ class StateApplier:
                         fut.set_result(None)
 
     async def _write(self, batch: list[Change]) -> list[Any]:
-        return await self.db.write(self._write_sync, batch, self.clock())
+        results, log_bytes = await self.db.write(self._write_sync, batch, self.clock())
+        # only once committed: a failed batch is retried and must not count twice
+        for job_id, size in log_bytes.items():
+            self._log_bytes[job_id] = size
+            self._log_bytes.move_to_end(job_id)
+        while len(self._log_bytes) > LOG_BYTES_REMEMBERED:
+            self._log_bytes.popitem(last=False)
+        return results
 
-    def _write_sync(self, conn: Connection, batch: list[Change], now: float) -> list[Any]:
-        """The batch as one transaction (runs wherever the database runs writes)."""
+    def _write_sync(
+        self, conn: Connection, batch: list[Change], now: float
+    ) -> tuple[list[Any], dict[str, int]]:
+        """The batch as one transaction (runs wherever the database runs writes).
+
+        Returns the handlers' results and the log size of every job that got log rows.
+        """
         job_ids = list({c.job_id for c in batch})
         results: list[Any] = []
         log_rows: list[dict[str, Any]] = []
+        log_bytes: dict[str, int] = {}
         rows = conn.execute(select(*_STATE_COLUMNS).where(jobs.c.request_id.in_(job_ids))).all()
         states = {r._mapping["request_id"]: JobState.from_row(r) for r in rows}
         workspace_of = {
@@ -181,7 +206,11 @@ class StateApplier:
             if state is None:
                 results.append(None)  # a sandbox we do not know (another server's, or deleted)
                 continue
-            results.append(self._apply_one(state, change, log_rows, now))
+            if change.kind == "log":
+                self._add_log(conn, state, change, log_rows, log_bytes)
+                results.append(None)
+                continue
+            results.append(self._apply_one(state, change, now))
         for state in states.values():
             if state.changes:
                 conn.execute(
@@ -201,7 +230,7 @@ class StateApplier:
         }
         if ended:
             jobs_ended(conn, ended, now, self.local_retention_s)
-        return results
+        return results, log_bytes
 
     def _commit_sync(
         self, conn: Connection, state: JobState | None, change: Change, now: float
@@ -228,23 +257,10 @@ class StateApplier:
         elif result.outcome == "unknown" and key:
             log.info("synced event for unknown or deleted workspace %s (job %s)", key, change.job_id)
         if note and state is not None:
-            state.events.append(
-                {
-                    "job_id": state.job_id,
-                    "ts": change.ts,
-                    "from_status": state.status.value,
-                    "to_status": state.status.value,
-                    "from_vm_status": state.vm_status.value,
-                    "vm_status": state.vm_status.value,
-                    "reason": note,
-                }
-            )
+            self._note(state, change, note)
         return result
 
-    def _apply_one(self, state: JobState, change: Change, log_rows: list[dict[str, Any]], now: float) -> Any:
-        if change.kind == "log":
-            self._add_log(state, change, log_rows)
-            return None
+    def _apply_one(self, state: JobState, change: Change, now: float) -> Any:
         try:
             return apply_change(state, change, now)
         except IllegalTransition as exc:
@@ -252,19 +268,91 @@ class StateApplier:
             log.debug("ignoring %s for job %s: %s", change.kind, change.job_id, exc)
             return None
 
-    def _add_log(self, state: JobState, change: Change, log_rows: list[dict[str, Any]]) -> None:
+    def _add_log(
+        self,
+        conn: Connection,
+        state: JobState,
+        change: Change,
+        log_rows: list[dict[str, Any]],
+        log_bytes: dict[str, int],
+    ) -> None:
+        """One log line, within the job's line and byte caps."""
         count = state.log_count
         if count > self.max_log_lines:
             return
         if count == self.max_log_lines:
-            source, message = "system", f"log truncated: more than {self.max_log_lines} lines"
+            lines = self.max_log_lines
+            self._log_row(state, change, "system", f"log truncated: more than {lines} lines", log_rows)
+            self._note(state, change, f"logs truncated at {lines} lines")
+            return
+        cap = self.max_log_bytes
+        used = log_bytes.get(state.job_id)
+        if used is None:
+            used = self._stored_log_bytes(conn, state)
+        source = change.source if change.source in ("stdout", "stderr", "system") else "stdout"
+        message = (change.message or "").replace("\x00", "\ufffd")  # PostgreSQL text has no NUL
+        size = line_bytes(message)
+        if source == "system" and TRUNCATED_KEY in (change.data or {}):
+            # the agent reached its own byte cap: the same single line and history entry
+            if used <= cap:
+                log_bytes[state.job_id] = self._truncate(state, change, log_rows, used)
+        elif source != "system" and used + size > cap:
+            if used <= cap:  # else: truncated before, the line is dropped
+                head = cut_text(message, cap - used - 1)  # the crossing line is cut to fit
+                if head:
+                    self._log_row(state, change, source, head, log_rows)
+                    used += line_bytes(head)
+                log_bytes[state.job_id] = self._truncate(state, change, log_rows, used)
         else:
-            source = change.source if change.source in ("stdout", "stderr", "system") else "stdout"
-            message = (change.message or "").replace("\x00", "\ufffd")  # PostgreSQL text has no NUL
-        log_rows.append(
-            {"job_id": state.job_id, "seq": count + 1, "ts": change.ts, "source": source, "message": message}
+            # the agent's own lines (a failed final sync...) are kept after a truncation: few, short
+            self._log_row(state, change, source, message, log_rows)
+            log_bytes[state.job_id] = used + size
+
+    def _truncate(self, state: JobState, change: Change, log_rows: list[dict[str, Any]], used: int) -> int:
+        """Close the job's log at the byte cap; returns its new size (over the cap from now on)."""
+        cap = self.max_log_bytes
+        message = truncation_message(cap)
+        self._log_row(state, change, "system", message, log_rows)
+        self._note(state, change, truncation_reason(cap))
+        # counted from the stored rows (after a restart) this is over the cap too
+        return max(used + line_bytes(message), cap + 1)
+
+    def _log_row(
+        self, state: JobState, change: Change, source: str, message: str, log_rows: list[dict[str, Any]]
+    ) -> None:
+        count = state.log_count + 1
+        row = {"job_id": state.job_id, "seq": count, "ts": change.ts, "source": source, "message": message}
+        log_rows.append(row)
+        state.set(log_count=count)
+
+    def _note(self, state: JobState, change: Change, reason: str) -> None:
+        """A history entry (``job_events``) that changes no status."""
+        state.events.append(
+            {
+                "job_id": state.job_id,
+                "ts": change.ts,
+                "from_status": state.status.value,
+                "to_status": state.status.value,
+                "from_vm_status": state.vm_status.value,
+                "vm_status": state.vm_status.value,
+                "reason": reason,
+            }
         )
-        state.set(log_count=count + 1)
+
+    def _stored_log_bytes(self, conn: Connection, state: JobState) -> int:
+        """Bytes of the job's stored log rows, counted as ``line_bytes`` does."""
+        remembered = self._log_bytes.get(state.job_id)
+        if remembered is not None:
+            return remembered
+        if state.log_count == 0:
+            return 0
+        # after a restart (or once forgotten): one indexed range scan of this job's rows
+        if conn.dialect.name == "sqlite":
+            size = func.length(cast(job_logs.c.message, LargeBinary))
+        else:
+            size = func.octet_length(job_logs.c.message)
+        stmt = select(func.coalesce(func.sum(size + 1), 0)).where(job_logs.c.job_id == state.job_id)
+        return int(conn.execute(stmt).scalar_one())
 
 
 def _resolve(batch: Iterable[Change], results: list[Any] | None, *, error: bool = False) -> None:

@@ -23,18 +23,30 @@ ChangeKind = Literal[
     "cancel",  # API: stop a job nobody claimed yet; result True if it was cancelled
     "stop_requested",  # API / shutdown: remember why the sandbox is being stopped
     "finish",  # force the job to its end state (sandbox gone, restart, shutdown)
+    "lost",  # restart / dead agent: the sandbox is gone; requeue the job if its script never ran
 ]
 
 USER_STOP_REASON = "stopped by user"
 CANCEL_REASON = "stopped before start"
 SHUTDOWN_REASON = "server shutting down"
 RESTART_REASON = "server restarted"
+REQUEUE_REASON = "requeued: server restarted before it started"
+# the agent's spawn record (agent/spawns.py) says the script ran, its `started` never arrived
+SPAWNED_REASON = "sandbox started, script running (recorded by the agent; reported after a restart)"
+SPAWNED_LOST_REASON = f"{RESTART_REASON}: the script had started, its result was lost"
 REPLACED_PREFIX = "replaced by job "
 
 
 def replaced_reason(job_id: str) -> str:
     """Why a workspace's live sandbox is stopped for a new job on the same workspace."""
     return f"{REPLACED_PREFIX}{job_id}"
+
+
+def requeue_reason(why: str | None) -> str:
+    """The history entry of a job put back in the queue because its sandbox was lost."""
+    if not why or why == RESTART_REASON:
+        return REQUEUE_REASON
+    return f"requeued before it started: {why}"
 
 
 def planned_stop(reason: str | None) -> bool:

@@ -91,12 +91,13 @@ class JobController:
         """Store a pending job and wake the dispatcher (or return the live sandbox asked for)."""
         await self.files.owned(user_id, job.file_ids)  # 404 for anything not the caller's
         if job.workspace_id is None and job.base_workspace_id is None:
-            claim = self.dispatcher.claim_at_submit()
-            if claim is None:
-                await self.jobs.create(user_id, job)
-                self.dispatcher.wake()
-            else:
-                claim.launch(await self.jobs.create_then(user_id, job, claim), job.request_id)
+            async with self.admission.quota_guard(user_id, job):  # 429 past the user's quotas
+                claim = self.dispatcher.claim_at_submit()
+                if claim is None:
+                    await self.jobs.create(user_id, job)
+                    self.dispatcher.wake()
+                else:
+                    claim.launch(await self.jobs.create_then(user_id, job, claim), job.request_id)
             return Submitted(job.request_id)
         request_id, existing = await self.admission.submit(user_id, job)
         self.dispatcher.wake()

@@ -2,8 +2,10 @@
 
 Woken at once by :meth:`Dispatcher.wake` (job submitted) and by a slow periodic sweep (jobs
 submitted through another process, agents that came back).  A launch that fails ends the job
-as ``error`` with the agent's message.  A job whose workspace has a local copy on another of
-our agents is launched there (local workspaces live on one host; persistent ones are cached).
+as ``error`` with the agent's message.  A launch cut short by a shutdown leaves the job
+claimed: the next start requeues it unless its script did start (scheduler/reconcile.py).
+A job whose workspace has a local copy on another of our agents is launched there (local
+workspaces live on one host; persistent ones are cached).
 """
 
 from __future__ import annotations
@@ -167,7 +169,9 @@ class Dispatcher:
                 req = sandbox_request(row, self.settings, ctx)
                 await agent.create_sandbox(req)
             except asyncio.CancelledError:
-                self.applier.submit(Change("launch_failed", job_id, self.clock(), reason=_SHUTDOWN_LAUNCH))
+                # shutting down: whether the agent still spawns the script is unknown here, so
+                # the claim stays for the next start to settle with the agent's spawn records
+                log.info("job %s: launch cut short by the shutdown; settled at the next start", job_id)
                 raise
             except Exception as exc:  # noqa: BLE001 - any agent failure fails the job/stream
                 log.warning("job %s: sandbox failed to start: %s", job_id, exc)
@@ -181,9 +185,6 @@ class Dispatcher:
                 await self.workspaces.launched(ctx.workspace._mapping["id"], agent.agent_id, req.disk_gb)
             except Exception:
                 log.warning("job %s: cannot record its workspace's agent", job_id, exc_info=True)
-
-
-_SHUTDOWN_LAUNCH = "server shutting down before the sandbox started"
 
 
 class SubmitClaim:

@@ -12,6 +12,10 @@ persistent job on a workspace comes back instead, on the agent that held it:
   running in a VM that may sleep ends with "server restarted", as for any job.)
 
 The job keeps its id, name, public URL and workspace; its history records why.
+
+Not when a newer job waits for the workspace: the server went down while it was replacing
+this VM (the new job is stored before the old VM is told to stop), so the VM ends as the
+replacement would have ended it ("replaced by job X") and the new job runs.
 """
 
 from __future__ import annotations
@@ -20,16 +24,18 @@ import logging
 from collections.abc import Callable
 from typing import Any, Literal
 
+from sqlalchemy import Connection, and_, select
 from sqlalchemy.engine import Row
 
 from mags.agent.models import AgentClient
 from mags.config import Settings
 from mags.core.db import Database
 from mags.core.jobs import JobStore
-from mags.core.states import VmStatus, script_done
+from mags.core.schema import jobs
+from mags.core.states import JobStatus, VmStatus, script_done
 from mags.scheduler.admission import NEW_SCRIPT
 from mags.scheduler.applier import StateApplier
-from mags.scheduler.changes import RESTART_REASON, Change
+from mags.scheduler.changes import RESTART_REASON, Change, replaced_reason
 from mags.scheduler.launch import load_context, sandbox_request
 
 log = logging.getLogger(__name__)
@@ -53,6 +59,28 @@ def resume_mode(row: Row[Any]) -> Literal["running", "sleeping"] | None:
     return "sleeping" if script_done(row) or m["script"].strip() == NEW_SCRIPT else None
 
 
+def _replacement(conn: Connection, row: Row[Any]) -> str | None:
+    """A job submitted after ``row`` on its workspace and still waiting for it, if any."""
+    m = row._mapping
+    stmt = (
+        select(jobs.c.request_id)
+        .where(
+            and_(
+                jobs.c.user_id == m["user_id"],
+                jobs.c.workspace_id == m["workspace_id"],
+                jobs.c.request_id != m["request_id"],
+                jobs.c.status == JobStatus.PENDING.value,
+                jobs.c.vm_status.in_([VmStatus.PENDING.value, VmStatus.STARTING.value]),
+                jobs.c.created_at > m["created_at"],
+            )
+        )
+        .order_by(jobs.c.created_at)
+        .limit(1)
+    )
+    found = conn.execute(stmt).scalar()
+    return str(found) if found is not None else None
+
+
 async def resume_lost(
     db: Database,
     agent: AgentClient,
@@ -73,6 +101,12 @@ async def resume_lost(
     if mode is None:
         return False
     m = row._mapping
+    newer = await db.read(_replacement, row)
+    if newer is not None:
+        reason = replaced_reason(newer)
+        log.info("job %s: not re-provisioned, job %s was replacing it", job_id, newer)
+        await applier.apply(Change("finish", job_id, clock(), reason=reason))
+        return True
     try:
         ctx = await load_context(db, row, settings, clock())
         req = sandbox_request(row, settings, ctx)

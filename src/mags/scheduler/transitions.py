@@ -10,6 +10,8 @@ The rules (CONTRACT.md, "Job status values"):
 * A user's stop ends a running script as ``error: stopped by user``, except for persistent jobs,
   which end ``completed`` (stopping is how a persistent VM is meant to end; so does a VM
   replaced by a new job on its workspace, "replaced by job X").
+* A job whose sandbox was lost (server restarted, agent gone) before its script ran goes back
+  to ``pending`` and runs again; one whose script had started ends ``error`` (``lost``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from mags.core.states import JobState, JobStatus, VmStatus
-from mags.scheduler.changes import USER_STOP_REASON, Change, planned_stop
+from mags.scheduler.changes import SPAWNED_REASON, USER_STOP_REASON, Change, planned_stop, requeue_reason
 
 J, V = JobStatus, VmStatus
 
@@ -161,6 +163,33 @@ def _finish(state: JobState, change: Change, now: float) -> None:
     _vm_stopped(state, change.ts, reason)
 
 
+def _lost(state: JobState, change: Change, now: float) -> str | None:
+    """The sandbox is gone with its server or agent: requeue the job, or end it.
+
+    Requeued -- back to ``pending``, in its old place in line (the claim takes the oldest
+    first) -- only if the script never ran: the job is still ``pending``, no spawn record
+    says otherwise (``data["spawned_at"]``, see agent/spawns.py) and nobody asked to stop it
+    (a user's stop, a replacement or a workspace deletion set ``stop_reason`` before they
+    reach the agent).  Everything else ends as :func:`_finish` does.  The decision is taken
+    on the row as this transaction reads it, so a late ``started`` cannot slip in between.
+    Returns ``"requeued"``, ``"ended"`` or None (already over).
+    """
+    if state.vm_status == V.STOPPED and state.script_done:
+        return None
+    spawned_at = (change.data or {}).get("spawned_at")
+    never_ran = state.status == J.PENDING and state.vm_status == V.STARTING
+    if never_ran and spawned_at is None and not state.stop_reason:
+        state.transition(change.ts, requeue_reason(change.reason), vm_status=V.PENDING)
+        state.set(vm_id=None, agent_id=None)  # no sandbox any more; the next claim assigns one
+        return "requeued"
+    if never_ran and spawned_at is not None:
+        # the history must show that it ran: a script that started is never run again
+        state.transition(float(spawned_at), SPAWNED_REASON, status=J.RUNNING, vm_status=V.RUNNING)
+        state.set(started_at=float(spawned_at))
+    _finish(state, change, now)
+    return "ended"
+
+
 _HANDLERS = {
     "started": _started,
     "exit": _exit,
@@ -169,4 +198,5 @@ _HANDLERS = {
     "cancel": _cancel,
     "stop_requested": _stop_requested,
     "finish": _finish,
+    "lost": _lost,
 }

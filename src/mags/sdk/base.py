@@ -317,12 +317,21 @@ def run_result(request_id: str, status: dict[str, Any], logs: dict[str, Any] | l
 
 
 def exec_result(answer: dict[str, Any]) -> dict[str, Any]:
-    """The ``exec`` answer: ``exit_code, output`` (stdout), ``stderr``."""
-    return {
+    """The ``exec`` answer: ``exit_code, output`` (stdout), ``stderr``.
+
+    When the server cut the output at its per-stream limit the answer also says so:
+    ``truncated: True`` and ``stdout_truncated`` / ``stderr_truncated``.
+    """
+    result = {
         "exit_code": answer.get("exit_code"),
         "output": answer.get("stdout", answer.get("output", "")) or "",
         "stderr": answer.get("stderr", "") or "",
     }
+    if answer.get("truncated"):
+        result["truncated"] = True
+        result["stdout_truncated"] = bool(answer.get("stdout_truncated"))
+        result["stderr_truncated"] = bool(answer.get("stderr_truncated"))
+    return result
 
 
 def exit_code_for(status: dict[str, Any]) -> int:

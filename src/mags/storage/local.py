@@ -3,6 +3,10 @@
 Each key is a file under ``root``.  Writes go to ``root/.tmp`` first, are fsynced and renamed
 into place (and the directory fsynced), so a reader or a crash never sees half an object;
 ``put_if_absent`` uses ``link(2)``, which fails atomically if the key already exists.
+
+Objects are tenants' workspace data: files are 0600 and directories 0700 whatever the
+process's umask, and a root left readable by an older version is tightened when the store is
+opened (the root's 0700 alone keeps other users out of everything below it).
 """
 
 from __future__ import annotations
@@ -19,6 +23,26 @@ from mags.storage.objectstore import ObjectInfo, ObjectMissing, validate_key
 
 _TMP = ".tmp"
 _COPY_BUF = 4 << 20
+_FILE_MODE = 0o600
+_DIR_MODE = 0o700
+
+
+def _private_dirs(path: Path) -> None:
+    """``mkdir -p`` with every directory it creates 0700 (``Path.mkdir`` gives parents 0777 & ~umask)."""
+    if path.is_dir():
+        return
+    _private_dirs(path.parent)
+    try:
+        path.mkdir(mode=_DIR_MODE)  # a umask only removes bits: never looser than 0700
+    except FileExistsError:
+        pass  # another writer made it meanwhile
+
+
+def _tighten(path: Path) -> None:
+    """Drop group/other bits of an existing directory (one made by an older version)."""
+    mode = path.stat().st_mode
+    if mode & 0o077:
+        os.chmod(path, mode & 0o700)
 
 
 class LocalObjectStore:
@@ -30,7 +54,9 @@ class LocalObjectStore:
         self.root = Path(root)
         self._fsync = fsync
         try:
-            (self.root / _TMP).mkdir(parents=True, exist_ok=True)
+            _private_dirs(self.root / _TMP)
+            _tighten(self.root)
+            _tighten(self.root / _TMP)
         except OSError as exc:
             raise StorageError(f"cannot create object store at {self.root}: {exc}") from exc
 
@@ -59,7 +85,7 @@ class LocalObjectStore:
 
     def _write_tmp(self, chunks: Iterable[bytes | memoryview]) -> Path:
         tmp = self._tmp_path()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _FILE_MODE)
         try:
             for chunk in chunks:
                 view = memoryview(chunk)
@@ -76,7 +102,7 @@ class LocalObjectStore:
 
     def _publish(self, tmp: Path, dest: Path, *, exclusive: bool) -> bool:
         try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
+            _private_dirs(dest.parent)
             if exclusive:
                 try:
                     os.link(tmp, dest)

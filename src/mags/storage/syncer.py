@@ -6,6 +6,7 @@ safely (every object is immutable; the head moves only by CAS).  Usage::
     python -m mags.storage.syncer [STORE FLAGS] snapshot --upper DIR [--parent ID] [--cache DIR]
                                                 [--head-db FILE --workspace ID] [--rewrite]
     python -m mags.storage.syncer [STORE FLAGS] restore --snapshot ID --dest DIR [--cache DIR] [--replace]
+                                                [--strip-privileges] [--check-space]
     python -m mags.storage.syncer [STORE FLAGS] gc (--live ID ... | --head-db FILE) [--grace SECONDS] [--dry-run]
     python -m mags.storage.syncer [STORE FLAGS] rebuild-index [--cache DIR]
 
@@ -18,8 +19,14 @@ environment (``MAGS_S3_ACCESS_KEY`` / ``MAGS_S3_SECRET_KEY``), never argv, which
 With ``--head-db`` (a :class:`SQLiteHeadStore`) ``snapshot`` reads the workspace head as the
 parent and commits the new snapshot by compare-and-swap itself.
 
+``restore --strip-privileges`` clears setuid/setgid bits and leaves out ``security.*`` xattrs
+(base layers: a snapshot restored onto the host as data, never as programs to trust);
+``--check-space`` fails with type ``NoSpace`` (and ``needed_bytes``, ``free_bytes``) before
+writing anything when the target filesystem cannot hold the snapshot.
+
 Output: ``{"ok": true, "op": ..., ...result}``, exit 0; or ``{"ok": false, "error": ...,
-"type": ...}`` with exit 1 (3 for a lost compare-and-swap).
+"type": ...}`` (plus the error's ``details``, if any) with exit 1 (3 for a lost
+compare-and-swap).
 """
 
 from __future__ import annotations
@@ -60,6 +67,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--dest", required=True, type=Path)
     r.add_argument("--replace", action="store_true", help="replace a non-empty dest atomically")
     r.add_argument("--durable", action="store_true", help="syncfs before the final rename")
+    r.add_argument(
+        "--strip-privileges", action="store_true", help="clear setuid/setgid bits, skip security.* xattrs"
+    )
+    r.add_argument("--check-space", action="store_true", help="fail early (NoSpace) if the target is too small")
     g = sub.add_parser("gc", help="delete data no live snapshot references")
     g.add_argument("--live", nargs="*", default=[])
     g.add_argument("--head-db", type=Path)
@@ -137,7 +148,8 @@ def run(argv: list[str]) -> dict[str, Any]:
         return {"op": "snapshot", **res.to_dict(), "generation": generation}
     if args.op == "restore":
         res = restore(
-            store, args.snapshot, args.dest, cache, opts, replace=args.replace, durable=args.durable
+            store, args.snapshot, args.dest, cache, opts, replace=args.replace, durable=args.durable,
+            strip_privileges=args.strip_privileges, check_space=args.check_space,
         )
         return {"op": "restore", **res.to_dict()}
     if args.op == "gc":
@@ -161,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         out, code = {"ok": False, "error": str(exc), "type": type(exc).__name__}, 3
     except MagsError as exc:
         out, code = {"ok": False, "error": str(exc), "type": type(exc).__name__}, 1
+        out.update(getattr(exc, "details", None) or {})
     except SystemExit as exc:  # argparse: usage already on stderr
         if not exc.code:
             return 0

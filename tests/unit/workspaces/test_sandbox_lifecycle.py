@@ -71,10 +71,9 @@ async def test_exec_timeout_is_reported(alice: httpx.AsyncClient) -> None:
         ({"command": "  "}, "command must not be empty"),
         ({"command": "a\x00b"}, "command must not contain NUL characters"),
         ({"command": 5}, "command must be a string"),
-        ({"command": "ls", "timeout": 0}, "timeout must be a number of seconds between 1 and 3600"),
-        ({"command": "ls", "timeout": 3601}, "timeout must be a number of seconds between 1 and 3600"),
-        ({"command": "ls", "timeout": "5"}, "timeout must be a number of seconds between 1 and 3600"),
-        ({"command": "ls", "timeout": True}, "timeout must be a number of seconds between 1 and 3600"),
+        ({"command": "ls", "timeout": 0}, "timeout must be a number of seconds, at least 1"),
+        ({"command": "ls", "timeout": "5"}, "timeout must be a number of seconds, at least 1"),
+        ({"command": "ls", "timeout": True}, "timeout must be a number of seconds, at least 1"),
         ({"command": "ls", "cwd": "/"}, "unknown field: cwd"),
     ],
 )

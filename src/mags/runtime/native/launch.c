@@ -390,7 +390,25 @@ static void tune_netns(void) {
     write_file("/proc/sys/net/ipv4/ip_unprivileged_port_start", "0");
 }
 
+static char **launch_argv;
+static int launch_argc;
+
+/* The init is the launcher's fork, so /proc/1/cmdline would show the launch options: host
+   paths, cgroup and network namespace names, the id range.  Overwrite them in place (the
+   options are no longer needed) so the guest sees only "mags-init". */
+static void hide_arguments(void) {
+    if (!launch_argv || launch_argc < 1) return;
+    char *start = launch_argv[0];
+    char *end = launch_argv[launch_argc - 1] + strlen(launch_argv[launch_argc - 1]);
+    memset(start, 0, (size_t)(end - start));
+    snprintf(start, (size_t)(end - start) + 1, "%s", "mags-init");
+    prctl(PR_SET_NAME, "mags-init", 0, 0, 0);
+}
+
 static int launch(struct launch_opts *o) {
+    /* mount targets the launcher creates inside the guest's root get the usual modes, not the
+       agent's private umask */
+    umask(022);
     if (!o->root || !o->upper || !o->work || o->nlowers == 0) {
         errno = 0;
         die("launch needs --root, --upper, --work and at least one --lower");
@@ -482,6 +500,7 @@ static int launch(struct launch_opts *o) {
         if (setresgid(0, 0, 0) < 0) die("setresgid");
         if (setresuid(0, 0, 0) < 0) die("setresuid");
     }
+    hide_arguments();
     if (o->seccomp) install_seccomp();
     drop_capabilities();
     setenv("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", 1);
@@ -534,6 +553,8 @@ int run_probe_userns(int argc, char **argv) {
 }
 
 int run_launch(int argc, char **argv) {
+    launch_argv = argv;
+    launch_argc = argc;
     struct launch_opts o;
     memset(&o, 0, sizeof(o));
     o.seccomp = 1;

@@ -502,6 +502,9 @@ static void read_ctl(void) {
 }
 
 int run_init(void) {
+    /* the agent runs with umask 077 (everything it writes is private); the guest's files get
+       the usual modes */
+    umask(022);
     sigset_t mask;
     sigemptyset(&mask);
     sigaddset(&mask, SIGCHLD);

@@ -14,6 +14,13 @@ linked to it.  Whiteouts come back as 0:0 character devices (needs CAP_MKNOD, i.
 Not fsynced: the object store is the source of truth and a local upper is a cache of it; after
 a host crash the agent should restore again rather than trust a local copy (``durable=True``
 syncs the filesystem before the rename, for callers who want it).
+
+``strip_privileges=True`` restores a snapshot someone else controls as plain data: setuid and
+setgid bits are cleared and ``security.*`` xattrs (file capabilities, LSM labels) are not
+set.  The agent uses it for base layers, which live on the host and are shared read-only by
+forks; a workspace's own upper is always restored exactly.  ``check_space=True`` refuses
+(:class:`NoSpace`, before writing anything) a snapshot that cannot fit on the target's
+filesystem, so the caller can make room and try again.
 """
 
 from __future__ import annotations
@@ -43,8 +50,24 @@ from mags.storage.sync.scan import Scanner, leaf_state
 from mags.storage.sync.snapshot import SyncOptions, load_root, upper_key
 
 _CRITICAL_XATTRS = ("trusted.", "user.")
+_PRIVILEGE_XATTRS = "security."
+_SETID = stat.S_ISUID | stat.S_ISGID
+_BLOCK = 4096
 _RANGE_GAP = 256 << 10
 _EUID, _EGID = os.geteuid(), os.getegid()
+
+
+class NoSpace(StorageError):
+    """The target filesystem cannot hold the snapshot (``needed`` / ``free``: bytes)."""
+
+    def __init__(self, message: str, needed: int, free: int) -> None:
+        super().__init__(message)
+        self.needed = needed
+        self.free = free
+
+    @property
+    def details(self) -> dict[str, int]:
+        return {"needed_bytes": self.needed, "free_bytes": self.free}
 
 
 @dataclass
@@ -75,15 +98,23 @@ class _Target:
         self.single = single
 
 
-def apply_meta(target: str | int, entry: dict[str, Any], kind: str, warnings: list[str]) -> None:
-    """Set owner, mode, xattrs and mtime of a path (never following symlinks) or an open fd."""
+def apply_meta(
+    target: str | int, entry: dict[str, Any], kind: str, warnings: list[str], strip: bool = False
+) -> None:
+    """Set owner, mode, xattrs and mtime of a path (never following symlinks) or an open fd.
+
+    ``strip``: without setuid/setgid bits and ``security.*`` xattrs (see the module doc).
+    """
     follow = isinstance(target, int)
     uid, gid = entry["u"], entry["g"]
     if (uid, gid) != (_EUID, _EGID):
         os.chown(target, uid, gid, follow_symlinks=follow)
     if kind != fsread.SYMLINK:
-        os.chmod(target, entry["m"])  # never a symlink here, so following is a no-op
+        # never a symlink here, so following is a no-op
+        os.chmod(target, entry["m"] & ~_SETID if strip else entry["m"])
     for name, value in fmt.decode_xattrs(entry.get("x", {})).items():
+        if strip and name.startswith(_PRIVILEGE_XATTRS):
+            continue
         try:
             os.setxattr(target, name, value, follow_symlinks=follow)
         except OSError as exc:
@@ -108,8 +139,14 @@ class _Restorer:
     """One run of :func:`restore`."""
 
     def __init__(
-        self, store: ObjectStore, cache: LocalCache, root: dict[str, Any], opts: SyncOptions
+        self,
+        store: ObjectStore,
+        cache: LocalCache,
+        root: dict[str, Any],
+        opts: SyncOptions,
+        strip: bool = False,
     ) -> None:
+        self.strip = strip
         self.cache = cache
         self.root = root
         self.opts = opts
@@ -137,8 +174,40 @@ class _Restorer:
             else:
                 self.leaves.append((crel, e))
 
+    def check_space(self, parent: str) -> None:
+        """Raise :class:`NoSpace` unless ``parent``'s filesystem can hold the whole tree.
+
+        Each file counts whole 4 KiB blocks (hardlinks once), each directory one block, each
+        entry one inode: a little pessimistic, never optimistic by more than ext4's extent
+        blocks.
+        """
+        if not self.dirs and not self.leaves:
+            self.walk(self.root["tree"], "")
+        needed = _BLOCK * (len(self.dirs) + 1)
+        seen: set[str] = set()
+        for _, e in self.leaves:
+            if e["k"] != fsread.FILE:
+                continue
+            h = e.get("h")
+            if h is not None:
+                if h in seen:
+                    continue
+                seen.add(h)
+            needed += -(-e["s"] // _BLOCK) * _BLOCK
+        st = os.statvfs(parent)
+        free = st.f_bavail * st.f_frsize
+        inodes = len(self.dirs) + len(self.leaves) + 1
+        if needed > free or (st.f_files and inodes > st.f_favail):
+            raise NoSpace(
+                f"not enough space to restore the snapshot: {needed / 2**20:.0f} MiB and {inodes} "
+                f"inodes needed, {free / 2**20:.0f} MiB and {st.f_favail} inodes free",
+                needed,
+                free,
+            )
+
     def run(self, tmp: str) -> None:
-        self.walk(self.root["tree"], "")
+        if not self.dirs and not self.leaves:
+            self.walk(self.root["tree"], "")
         for rel, _ in self.dirs:
             os.mkdir(os.path.join(tmp, rel), 0o700)
         plan: dict[str, dict[int, tuple[fmt.Ref, list[tuple[_Target, int]]]]] = {}
@@ -163,7 +232,7 @@ class _Restorer:
                     try:
                         os.ftruncate(fd, e["s"])
                         if not chunks:
-                            apply_meta(fd, e, kind, self.warnings)
+                            apply_meta(fd, e, kind, self.warnings, self.strip)
                     finally:
                         os.close(fd)
                     if chunks:
@@ -181,14 +250,14 @@ class _Restorer:
         for target in late:
             fd = os.open(target.path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
             try:
-                apply_meta(fd, target.entry, fsread.FILE, self.warnings)
+                apply_meta(fd, target.entry, fsread.FILE, self.warnings, self.strip)
             finally:
                 os.close(fd)
         for first, path in links:
             os.link(first, path)
         for rel, e in reversed(self.dirs):
-            apply_meta(os.path.join(tmp, rel), e, fsread.DIR, self.warnings)
-        apply_meta(tmp, self.root["meta"], fsread.DIR, self.warnings)
+            apply_meta(os.path.join(tmp, rel), e, fsread.DIR, self.warnings, self.strip)
+        apply_meta(tmp, self.root["meta"], fsread.DIR, self.warnings, self.strip)
 
     def _make_special(self, path: str, e: fmt.Entry) -> None:
         kind = e["k"]
@@ -203,7 +272,7 @@ class _Restorer:
                 raise StorageError(f"cannot create whiteout {path}: needs CAP_MKNOD (root)") from exc
         else:
             raise StorageError(f"snapshot has an unknown entry kind {kind!r} at {path}")
-        apply_meta(path, e, kind, self.warnings)
+        apply_meta(path, e, kind, self.warnings, self.strip)
 
     def _fetch(
         self, pack_id: str, blobs: dict[int, tuple[fmt.Ref, list[Any]]]
@@ -252,7 +321,7 @@ class _Restorer:
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view) :]
-                apply_meta(fd, target.entry, fsread.FILE, self.warnings)
+                apply_meta(fd, target.entry, fsread.FILE, self.warnings, self.strip)
             finally:
                 os.close(fd)
             return
@@ -328,10 +397,14 @@ def restore(
     *,
     replace: bool = False,
     durable: bool = False,
+    strip_privileges: bool = False,
+    check_space: bool = False,
 ) -> RestoreResult:
     """Recreate snapshot ``snapshot_id`` at ``dest_dir`` (absent or empty; or any, if ``replace``).
 
-    If ``dest_dir`` already holds exactly this snapshot (per the host cache), nothing is done.
+    If ``dest_dir`` already holds exactly this snapshot (per the host cache), nothing is done:
+    callers keep stripped and exact restores in different places (the cache cannot tell them
+    apart).
     """
     t0 = time.monotonic()
     opts = options or SyncOptions()
@@ -352,9 +425,11 @@ def restore(
                 raise StorageError(f"restore target {dest} is not empty")
         parent = os.path.dirname(dest)
         os.makedirs(parent, exist_ok=True)
+        restorer = _Restorer(store, cache, root, opts, strip_privileges)
+        if check_space:
+            restorer.check_space(parent)
         tmp = os.path.join(parent, f".{os.path.basename(dest)}.restore-{os.urandom(4).hex()}")
         os.mkdir(tmp, 0o700)
-        restorer = _Restorer(store, cache, root, opts)
         try:
             restorer.run(tmp)
             if durable:
