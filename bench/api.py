@@ -1,6 +1,8 @@
 """End-to-end API benchmark: SDK `run_and_wait('true')` against a real server, vs the runtime alone.
 
-    sudo .venv/bin/python bench/api.py [--runs 50] [--seconds 30] [--clients 20] [--runtime namespaces]
+As root (or with sudo):
+
+    .venv/bin/python bench/api.py [--runs 50] [--seconds 30] [--clients 20] [--runtime namespaces]
 
 Prints p50/p95 of submit → completed → logs through the SDK over a real `mags server`
 subprocess, the same for the runtime alone (warm pool, `bash -c true`, in this process), the

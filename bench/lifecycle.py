@@ -1,6 +1,8 @@
 """Benchmark exec round trips and wake-from-sleep against a real server, in one run.
 
-    sudo .venv/bin/python bench/lifecycle.py [--runs 100] [--runtime namespaces]
+As root (or with sudo):
+
+    .venv/bin/python bench/lifecycle.py [--runs 100] [--runtime namespaces]
 
 Prints exec p50/p95 through the API (SDK `exec` by job id: HTTP → control plane → agent →
 sandbox → back), the runtime's exec alone (in this process, same command), their ratio, and

@@ -1,6 +1,8 @@
 """Edge proxy benchmark: wrk straight to a sandbox's app vs through the proxy, in the same run.
 
-    sudo .venv/bin/python bench/proxy.py [--seconds 8] [--connections 50] [--rounds 3] [--standalone]
+As root (or with sudo):
+
+    .venv/bin/python bench/proxy.py [--seconds 8] [--connections 50] [--rounds 3] [--standalone]
 
 Starts a real `mags server` (namespaces runtime), runs a small keep-alive node HTTP server
 inside a persistent sandbox (13-byte responses), enables its public URL, and runs `wrk

@@ -1,6 +1,8 @@
 """Benchmark the sandbox runtimes against the bare isolation primitives, in one run.
 
-    sudo .venv/bin/python bench/runtime.py [--runs 30] [--backend namespaces|namespaces-no-userns|gvisor|all]
+As root (or with sudo):
+
+    .venv/bin/python bench/runtime.py [--runs 30] [--backend namespaces|namespaces-no-userns|gvisor|all]
 
 For each backend it prints start→exit of `true` and of `python3 -c 'print(1)'` (p50/p95):
 *warm* (a pre-started sandbox from the pool, the product's normal path) and *cold* (pool

@@ -1,6 +1,8 @@
 """Benchmark the SSH gateway against the API's exec, in one run on one real server.
 
-    sudo .venv/bin/python bench/ssh.py [--runs 50] [--runtime namespaces]
+As root (or with sudo):
+
+    .venv/bin/python bench/ssh.py [--runs 50] [--runtime namespaces]
 
 Measures, for the command ``true`` in one running sandbox:
 

@@ -1,6 +1,8 @@
 """Benchmark workspace sync (snapshot / restore) on a ~300 MB, ~5,000-file upper dir.
 
-    sudo .venv/bin/python bench/sync.py [--work DIR] [--stores local,seaweedfs] [--json FILE]
+As root (or with sudo):
+
+    .venv/bin/python bench/sync.py [--work DIR] [--stores local,seaweedfs] [--json FILE]
 
 The workspace is a real package tree (``pip install --target`` of numpy, pandas, scipy from
 PyPI, cached under ``--work`` between runs) plus random and compressible files.  For the local

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Set up mags on a fresh Debian 12 machine, then run `mags run 'echo Hello World'`.
+# As root (or with sudo; a minimal Debian has no sudo, and root needs none):
 #
-#   sudo bash scripts/setup.sh             install everything, start a server, run Hello World
-#   sudo bash scripts/setup.sh --no-demo   install everything only (used by scripts/test.sh)
+#   bash scripts/setup.sh             install everything, start a server, run Hello World
+#   bash scripts/setup.sh --no-demo   install everything only (used by scripts/test.sh)
 #
 # Idempotent: a second run only checks what is already there.
 set -euo pipefail
@@ -14,7 +15,7 @@ DEMO=1
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
 if [ "$(id -u)" != 0 ]; then
-  echo "error: run as root (sandboxes need namespaces, cgroups and mounts): sudo bash scripts/setup.sh" >&2
+  echo "error: run as root, or with sudo (sandboxes need namespaces, cgroups and mounts): bash scripts/setup.sh" >&2
   exit 1
 fi
 

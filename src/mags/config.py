@@ -12,9 +12,20 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError as PydanticValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+from pydantic import (
+    ValidationError as PydanticValidationError,
+)
 
 from mags.errors import ConfigError
+
+DEFAULT_APPS_DOMAIN = "localhost"
 
 
 def default_data_dir() -> Path:
@@ -68,6 +79,9 @@ class Settings(BaseModel):
 
     # --- jobs
     max_script_bytes: int = 1024 * 1024
+    # access / exec / sync / URL requests for a job whose sandbox is still being created wait
+    # this long for it (`run` then at once `enable_access(id, 22)` is the docs' own example)
+    start_wait_s: float = 30.0
     max_log_lines: int = 20000
     cron_grace_s: int = 300  # a cron tick noticed this late (server down) still runs, once
 
@@ -111,7 +125,7 @@ class Settings(BaseModel):
 
     @field_validator(
         "pool_size", "default_memory_mb", "default_pids", "default_disk_gb", "max_job_seconds", "cron_grace_s",
-        "disk_free_margin_gb", "quota_disk_gb", "quota_workspaces", "quota_sandboxes",
+        "disk_free_margin_gb", "quota_disk_gb", "quota_workspaces", "quota_sandboxes", "start_wait_s",
     )
     @classmethod
     def _non_negative(cls, v: float) -> float:
@@ -145,7 +159,10 @@ class Settings(BaseModel):
     proxy_enabled: bool = True  # run the edge proxy inside `mags server`
     proxy_host: str | None = None  # address the proxy listens on; default: `host`
     proxy_port: int = 8091
-    apps_domain: str = "localhost"  # URLs are <subdomain>.<apps_domain>; *.localhost needs no DNS
+    apps_domain: str = DEFAULT_APPS_DOMAIN  # URLs are <subdomain>.<apps_domain>; *.localhost needs no DNS
+    # every domain the proxy serves apps under, the default first; set, it wins over apps_domain
+    # (which then becomes its first entry, so code reading apps_domain sees the default)
+    apps_domains: list[str] = Field(default_factory=list)
     apps_url_template: str | None = None  # public URL of an app; default {scheme}://{subdomain}.{domain}:{port}
     proxy_tls_cert: Path | None = None  # PEM certificate chain (a wildcard for *.<apps_domain>)
     proxy_tls_key: Path | None = None
@@ -175,10 +192,50 @@ class Settings(BaseModel):
     @field_validator("apps_domain")
     @classmethod
     def _apps_domain(cls, v: str) -> str:
-        v = v.strip().strip(".").lower()
-        if not v or any(c in v for c in "/: "):
-            raise ValueError("must be a domain name such as apps.example.com")
-        return v
+        return _domain_name(v)
+
+    @field_validator("apps_domains", mode="before")
+    @classmethod
+    def _apps_domains(cls, v: Any) -> list[str]:
+        # a comma-separated string (MAGS_APPS_DOMAINS=a.example.com,b.example.com) or a list
+        items = v.split(",") if isinstance(v, str) else v
+        if items is None:
+            return []
+        if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+            # ValueError, not TypeError: pydantic reports only the former as a bad setting
+            raise ValueError("must be a list of domain names, or one comma-separated string")
+        out: list[str] = []
+        for item in items:
+            if item.strip():
+                name = _domain_name(item)
+                if name not in out:
+                    out.append(name)
+        return out
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_default_domain(cls, data: Any) -> Any:
+        """``apps_domains`` set: ``apps_domain`` becomes the default among them (the first).
+
+        Given both (``apps_domain`` other than its default), ``apps_domain`` must be one of
+        ``apps_domains`` and is moved to the front;
+        a dump of these settings (the proxy child reads one) therefore loads back the same.
+        """
+        if not isinstance(data, dict) or not data.get("apps_domains"):
+            return data
+        domains = cls._apps_domains(data["apps_domains"])
+        if not domains:
+            return data
+        given = data.get("apps_domain")
+        if given not in (None, "", DEFAULT_APPS_DOMAIN):
+            default = _domain_name(str(given))
+            if default not in domains:
+                raise ValueError(
+                    f"apps_domain {default} is not one of apps_domains ({', '.join(domains)}): "
+                    "list it there, first, or leave apps_domain out"
+                )
+            domains = [default, *(d for d in domains if d != default)]
+        return {**data, "apps_domains": domains, "apps_domain": domains[0]}
 
     # ------------------------------------------------------------------ derived
     @property
@@ -233,14 +290,31 @@ class Settings(BaseModel):
     def proxy_tls(self) -> bool:
         return self.proxy_tls_cert is not None
 
-    def app_url(self, subdomain: str) -> str:
-        """The public URL of ``<subdomain>.<apps_domain>`` (``apps_url_template`` decides)."""
+    @property
+    def served_apps_domains(self) -> list[str]:
+        """Every domain apps are served under, the default (``apps_domain``) first."""
+        return self.apps_domains or [self.apps_domain]
+
+    def app_url(self, subdomain: str, domain: str | None = None) -> str:
+        """The public URL of ``<subdomain>.<domain>`` (``apps_url_template`` decides).
+
+        ``domain``: one of the served domains (an alias's); default, or not served: ``apps_domain``.
+        """
         scheme = "https" if self.proxy_tls else "http"
         template = self.apps_url_template
         if not template:
             default_port = 443 if self.proxy_tls else 80
             template = "{scheme}://{subdomain}.{domain}" + ("" if self.proxy_port == default_port else ":{port}")
-        return template.format(scheme=scheme, subdomain=subdomain, domain=self.apps_domain, port=self.proxy_port)
+        if domain is None or domain not in self.served_apps_domains:
+            domain = self.apps_domain
+        return template.format(scheme=scheme, subdomain=subdomain, domain=domain, port=self.proxy_port)
+
+
+def _domain_name(value: str) -> str:
+    name = value.strip().strip(".").lower()
+    if not name or any(c in name for c in "/: ,"):
+        raise ValueError(f"{value!r} is not a domain name such as apps.example.com")
+    return name
 
 
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:

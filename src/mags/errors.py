@@ -22,8 +22,9 @@
     ├── AgentError                 control plane could not talk to an agent
     └── ClientError                SDK/CLI side: server unreachable or answered an error
 
-Every error carries ``status_code`` (the HTTP status it maps to); the API renders any
-``MagsError`` as ``{"error": str(exc)}`` with that status.  Errors from third-party
+Every error carries ``status_code`` (the HTTP status it maps to) and may carry a machine
+``code`` (a class default, or given where it is raised); the API renders any ``MagsError`` as
+``{"error": str(exc)}`` -- plus ``"code"`` when it has one -- with that status.  Errors from third-party
 libraries are translated where they enter our code (``raise ... from exc``).
 """
 
@@ -34,11 +35,14 @@ class MagsError(Exception):
     """Base of every error mags raises on purpose."""
 
     status_code: int = 500
+    code: str | None = None
 
-    def __init__(self, message: str = "", *, status_code: int | None = None) -> None:
+    def __init__(self, message: str = "", *, status_code: int | None = None, code: str | None = None) -> None:
         super().__init__(message)
         if status_code is not None:
             self.status_code = status_code
+        if code is not None:
+            self.code = code
 
     @property
     def message(self) -> str:

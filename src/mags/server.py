@@ -60,6 +60,7 @@ from mags.ssh import start_embedded_gateway
 from mags.ssh.provider import register_ssh_access
 from mags.scheduler.retention import Janitor
 from mags.scheduler.workspace_admin import WorkspaceAdmin
+from mags.scheduler.workspace_release import WorkspaceRelease
 from mags.storage.objectstore import create_object_store
 
 log = logging.getLogger(__name__)
@@ -189,7 +190,8 @@ async def build_control_plane(
         jobs, applier, registry, dispatcher, clock, settings=settings, workspaces=workspaces, files=files
     )
     object_store = create_object_store(settings)  # the control plane deletes and GCs workspace data
-    admin = WorkspaceAdmin(workspaces, registry, object_store, controller.admission.lock)
+    release = WorkspaceRelease(workspaces, controller)  # a delete stops an idle VM on the workspace
+    admin = WorkspaceAdmin(workspaces, registry, object_store, controller.admission.lock, release)
     app = create_app(settings, db, controller, notifier, tokens=tokens, workspace_admin=admin)
     register_ssh_access(app, settings, db, clock)  # "ssh" access provider (if ssh_enabled)
     install_urls(app, settings, db, tokens, clock)  # "url" access provider, /mags-url-aliases

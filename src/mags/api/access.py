@@ -3,6 +3,9 @@
 The work is done by *access providers* registered by the parts that serve the traffic: the
 SSH gateway (``mags.ssh``) for port 22, the edge proxy (``mags.proxy``) for URLs.  A server
 built without one answers 400 "... is not enabled on this server".
+
+A job whose sandbox is still pending or being created is waited for first (``start_wait_s``):
+``run(...)`` followed at once by ``enable_access(id, 22)`` is the published docs' example.
 """
 
 # No `from __future__ import annotations`: FastAPI must see the route annotations as objects.
@@ -16,8 +19,11 @@ from starlette.responses import JSONResponse
 
 from mags.api.params import read_json_object
 from mags.core.jobs import JobStore
+from mags.core.states import VM_STARTING
 from mags.core.tokens import Principal
 from mags.errors import ValidationError
+
+StartedFn = Callable[[int, str], Awaitable[Any]]
 
 
 class AccessProvider(Protocol):
@@ -30,7 +36,9 @@ def access_router(
     jobs: JobStore,
     auth: Callable[[Request], Awaitable[Principal]],
     providers: Mapping[str, AccessProvider],
+    started: StartedFn | None = None,
 ) -> APIRouter:
+    """``started(user_id, job_id)``: the job once its sandbox is created (bounded wait)."""
     router = APIRouter()
     Me = Annotated[Principal, Depends(auth)]
 
@@ -46,6 +54,8 @@ def access_router(
         if provider is None:
             what = "SSH access" if kind == "ssh" else "public URLs"
             raise ValidationError(f"{what} is not enabled on this server")
+        if started is not None and row._mapping["vm_status"] in VM_STARTING:
+            row = await started(me.user_id, job_id)
         answer = await provider.grant(me, row, port)
         return JSONResponse({"success": True, **answer})
 

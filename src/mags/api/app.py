@@ -23,6 +23,7 @@ from mags.core.tokens import TokenStore
 from mags.core.workspace_upkeep import WorkspaceUpkeep
 from mags.scheduler.control import JobController
 from mags.scheduler.workspace_admin import WorkspaceAdmin
+from mags.scheduler.workspace_release import WorkspaceRelease
 
 API_PREFIX = "/api/v1"
 
@@ -62,14 +63,20 @@ def create_app(
     app.include_router(jobs_router(settings, controller, notifier, auth), prefix=API_PREFIX)
     app.include_router(cron_router(settings, CronStore(db, controller.clock), auth), prefix=API_PREFIX)
     app.include_router(files_router(controller.files, auth), prefix=API_PREFIX)
-    admin = workspace_admin or WorkspaceAdmin(
-        WorkspaceUpkeep(db, controller.clock), controller.registry, None, controller.admission.lock
-    )
+    if workspace_admin is None:
+        upkeep = WorkspaceUpkeep(db, controller.clock)
+        release = WorkspaceRelease(upkeep, controller)
+        lock = controller.admission.lock
+        workspace_admin = WorkspaceAdmin(upkeep, controller.registry, None, lock, release)
+    admin = workspace_admin
     app.include_router(workspaces_router(settings, admin.workspaces, admin, auth), prefix=API_PREFIX)
     # filled by the SSH gateway ("ssh") and the edge proxy ("url") when they are enabled
     providers: dict[str, AccessProvider] = access_providers if access_providers is not None else {}
-    app.include_router(access_router(controller.jobs, auth, providers), prefix=API_PREFIX)
+    app.include_router(
+        access_router(controller.jobs, auth, providers, started=controller.wait_started), prefix=API_PREFIX
+    )
     app.state.access_providers = providers
     app.state.settings = settings
     app.state.tokens = tokens
+    app.state.workspace_admin = admin
     return app

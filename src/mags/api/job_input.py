@@ -32,6 +32,7 @@ JOB_FIELDS = frozenset(
         "file_ids",
         "disk_gb",
         "rootfs_type",
+        "timeout_s",  # a mags extension: the script's wall-clock limit (mags run --timeout)
     }
 )
 PATCH_FIELDS = frozenset({"startup_command", "no_sleep"})
@@ -42,6 +43,7 @@ ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_ENV_VARS = 1000
 MAX_ENV_BYTES = 256 * 1024
 MAX_FILE_IDS = 100
+MAX_TIMEOUT_S = 366 * 86400  # timeout_s when max_job_seconds is 0 (no server limit)
 EXEC_FIELDS = frozenset({"command", "timeout"})
 
 
@@ -118,6 +120,18 @@ def _required_text(body: dict[str, Any], name: str, limit: int) -> str:
     return value
 
 
+def parse_timeout(value: Any, settings: Settings) -> float | None:
+    """``timeout_s``: seconds, 1 up to ``max_job_seconds`` (0 there: no upper limit); null: default."""
+    if value is None:
+        return None
+    top = settings.max_job_seconds or MAX_TIMEOUT_S
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 1 <= value <= top:  # also NaN
+        raise ValidationError(
+            f"timeout_s must be a number of seconds between 1 and {top} (the server's limit)"
+        )
+    return float(value)
+
+
 def parse_new_job(body: dict[str, Any], settings: Settings) -> NewJob:
     """Validate a submission; returns the job to store."""
     reject_unknown(body, JOB_FIELDS)
@@ -151,6 +165,8 @@ def parse_new_job(body: dict[str, Any], settings: Settings) -> NewJob:
         isinstance(disk_gb, bool) or not isinstance(disk_gb, int) or not 1 <= disk_gb <= settings.max_disk_gb
     ):
         raise ValidationError(f"disk_gb must be an integer between 1 and {settings.max_disk_gb}")
+
+    timeout_s = parse_timeout(body.get("timeout_s"), settings)
 
     rootfs_type = body.get("rootfs_type")
     if rootfs_type is None or rootfs_type == "":
@@ -196,6 +212,7 @@ def parse_new_job(body: dict[str, Any], settings: Settings) -> NewJob:
         file_ids=file_ids,
         disk_gb=disk_gb,
         rootfs_type=rootfs_type,
+        timeout_s=timeout_s,
     )
 
 

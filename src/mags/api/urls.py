@@ -52,18 +52,28 @@ class UrlAccessProvider:
         }
 
 
-def _domain(settings: Settings, value: Any) -> str:
+# The hosted service's app domains: the published SDK's url_alias_create() always sends the
+# first one.  Here they mean "this server's default apps domain", so that call works unchanged.
+HOSTED_APPS_DOMAINS = frozenset({"apps.magpiecloud.com", "app.lfg.run"})
+
+
+def alias_domain(settings: Settings, value: Any) -> str:
+    """The served domain an alias request names: one of ours, else the default; 400 otherwise."""
     if value is None or value == "":
         return settings.apps_domain
     if not isinstance(value, str):
         raise ValidationError("domain must be a string")
     domain = value.strip().strip(".").lower()
-    if domain != settings.apps_domain:
-        raise ValidationError(
-            f"domain {value!r} is not served here: aliases live under {settings.apps_domain} "
-            "(custom domains are not supported yet)"
-        )
-    return domain
+    served = settings.served_apps_domains
+    if domain in served:
+        return domain
+    if domain in HOSTED_APPS_DOMAINS:
+        return settings.apps_domain
+    raise ValidationError(
+        f"domain {value!r} is not served here: use one of {', '.join(served)} "
+        f"(or leave it out for {settings.apps_domain})",
+        code="domain_not_served",
+    )
 
 
 def aliases_router(
@@ -73,7 +83,8 @@ def aliases_router(
     Me = Annotated[Principal, Depends(auth)]
 
     def render(row: Any) -> dict[str, Any]:
-        return alias_json(row, settings.app_url(row._mapping["subdomain"]))
+        m = row._mapping
+        return alias_json(row, settings.app_url(m["subdomain"], m["domain"]))
 
     @router.post("/mags-url-aliases")
     async def create(request: Request, me: Me) -> JSONResponse:
@@ -83,7 +94,7 @@ def aliases_router(
         workspace_id = body.get("workspace_id")
         if not isinstance(workspace_id, str) or not NAME_RE.fullmatch(workspace_id):
             raise ValidationError("workspace_id must be the name of one of your workspaces")
-        domain = _domain(settings, body.get("domain"))
+        domain = alias_domain(settings, body.get("domain"))
         row = await store.create_alias(me.user_id, name, workspace_id, domain)
         return JSONResponse({"success": True, **render(row)})
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -10,13 +9,10 @@ from typing import Any
 from sqlalchemy.engine import Row
 
 from mags.core.jobs import JobStore
-from mags.core.notify import JobNotifier
+from mags.core.notify import RECHECK_S, JobNotifier, wait_until
 from mags.core.render import job_json, log_json
 from mags.core.states import script_done
 
-# The notifier is in-process; re-reading this often keeps waits correct when the event
-# ingest runs in another process sharing the database.
-RECHECK_S = 1.0
 KEEPALIVE_S = 15.0
 FOLLOW_PAGE = 1000
 
@@ -25,18 +21,9 @@ async def wait_for_status(
     jobs: JobStore, notifier: JobNotifier, user_id: int, job_id: str, wait: float, until: frozenset[str]
 ) -> Row[Any]:
     """The job once its status is in ``until``, or as it is after ``wait`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait
-    while True:
-        fut = notifier.subscribe(job_id)
-        try:
-            row = await jobs.get(user_id, job_id)
-            remaining = deadline - loop.time()
-            if row._mapping["status"] in until or remaining <= 0 or notifier.closed:
-                return row
-            await notifier.wait(fut, min(remaining, RECHECK_S))
-        finally:
-            notifier.unsubscribe(job_id, fut)
+    return await wait_until(
+        notifier, job_id, lambda: jobs.get(user_id, job_id), lambda row: row._mapping["status"] in until, wait
+    )
 
 
 def _sse(event: str, data: Any, event_id: int | None = None) -> str:

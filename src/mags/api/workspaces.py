@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from mags.api.params import read_json_object, reject_unknown
+from mags.api.params import query_bool, read_json_object, reject_unknown
 from mags.config import Settings
 from mags.core import quotas
 from mags.core.ids import iso
@@ -92,8 +92,9 @@ def workspaces_router(
         return JSONResponse({"workspaces": out, "total": len(out)})
 
     @router.delete("/mags-workspaces/{name}")
-    async def delete_workspace(name: str, me: Me) -> JSONResponse:
-        row = await admin.delete(me.user_id, name)
+    async def delete_workspace(name: str, request: Request, me: Me) -> JSONResponse:
+        # ?force=true: a script still running on it is stopped too (else 409 naming its job)
+        row = await admin.delete(me.user_id, name, force=query_bool(request, "force"))
         m = row._mapping
         return JSONResponse({"success": True, "deleted": True, "workspace_id": m["name"], "mode": m["mode"]})
 

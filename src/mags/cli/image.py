@@ -11,11 +11,11 @@ from mags.cli.context import CliError, OrderedGroup
 
 @click.group("image", cls=OrderedGroup)
 def image_group() -> None:
-    """Manage sandbox images (on the server host).
+    """Manage sandbox images (on the server host, as root or with sudo).
 
     \b
     Example:
-      sudo mags image build
+      mags image build
     """
 
 
@@ -34,12 +34,12 @@ def image_group() -> None:
     help="TOML settings file.",
 )
 def image_build(name: str, force: bool, data_dir: Path | None, config_file: Path | None) -> None:
-    """Build (or rebuild with --force) a sandbox image.
+    """Build (or rebuild with --force) a sandbox image (as root, or with sudo).
 
     \b
     Examples:
-      sudo mags image build
-      sudo mags image build --force
+      mags image build
+      mags image build --force
     """
     from mags.config import load_settings
 

@@ -82,7 +82,9 @@ def follow_job(client: Mags, request_id: str, *, waiting: str | None = None, sho
     finally:
         if spin is not None:
             spin.stop()
-    if final.get("status") == "error" and final.get("exit_code") is None:
+    # a script that exited non-zero by itself has said why; a kill (timeout, out of memory)
+    # or a failed start has not: the server's reason is the one line to show
+    if final.get("status") == "error" and (final.get("exit_code") is None or final.get("error_message")):
         echo_err(f"error: {final.get('error_message') or 'the job failed'}")
     return final
 

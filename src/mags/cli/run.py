@@ -25,6 +25,7 @@ Examples:
   mags run -w myproject -p 'pip install flask'
   mags run -w web -p --url --port 3000 'node server.js'
   mags run -e --json 'uname -a' | jq .exit_code
+  mags run --timeout 600 'long-running-script.sh'
 
 Quote the script. Options may also follow it; words that are not mags options (ls -la)
 are part of the script, and everything after `--` is.
@@ -66,7 +67,12 @@ Workspace modes: none/-e ephemeral; -w NAME local (kept ~10 min); -w NAME -p per
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the final result as JSON instead of streaming.")
 @click.option("--no-wait", is_flag=True, help="Submit and print the job id; do not wait.")
-@click.option("--timeout", type=float, metavar="SECONDS", help="With --json: give up waiting after SECONDS.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    metavar="SECONDS",
+    help="Stop the script after SECONDS; the job ends with an error (\"timed out after N s\").",
+)
 @pass_state
 @click.pass_context
 def run_cmd(
@@ -104,7 +110,7 @@ def run_cmd(
     job = client.run(
         script_text(script), name=ws, workspace_id=ws, base_workspace_id=base, persistent=persistent,
         no_sleep=no_sleep, ephemeral=ephemeral, startup_command=startup_command,
-        environment=environment or None, file_ids=file_ids or None, disk_gb=disk,
+        environment=environment or None, file_ids=file_ids or None, disk_gb=disk, timeout_s=timeout,
     )  # fmt: skip
     request_id = job["request_id"]
     url = _enable_url(client, request_id, port) if want_url else None
@@ -118,7 +124,7 @@ def run_cmd(
         return
     if as_json:
         with spinner("Running…"):
-            result = client.wait(request_id, timeout=timeout)
+            result = client.wait(request_id, timeout=None)  # the server ends it (--timeout, max_job_seconds)
         print_json({**result, **({"url": url} if url else {})})
         ctx.exit(exit_code_of(result))
     if url:

@@ -33,11 +33,12 @@ def server_cmd(
     """Run a mags server (API, scheduler, local agent) until interrupted.
 
     Settings come from --config / MAGS_CONFIG, then MAGS_* variables, then these flags.
+    Run it as root (or with sudo): sandboxes need namespaces, cgroups and mounts.
 
     \b
     Examples:
-      sudo mags server
-      sudo mags server --host 0.0.0.0 --port 8090 --data-dir /srv/mags
+      mags server
+      mags server --host 0.0.0.0 --port 8090 --data-dir /srv/mags
       export MAGS_API_URL=http://127.0.0.1:8090   # then, in another shell: mags run 'echo hi'
     """
     # first, before anything is written: the server's files (tenants' data, tokens, logs) are

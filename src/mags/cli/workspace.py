@@ -18,6 +18,7 @@ def workspace_group() -> None:
     Examples:
       mags workspace list
       mags workspace delete myproject
+      mags workspace delete --force myproject   # also stop a script running on it
     """
 
 
@@ -48,12 +49,18 @@ def workspace_list(state: State, as_json: bool) -> None:
 @workspace_group.command("delete")
 @click.argument("workspace_id")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--force", is_flag=True, help="Also stop a script still running on it.")
 @pass_state
-def workspace_delete(state: State, workspace_id: str, yes: bool) -> None:
-    """Delete a workspace and all its stored data (refused while a job uses it)."""
+def workspace_delete(state: State, workspace_id: str, yes: bool, force: bool) -> None:
+    """Delete a workspace and all its stored data.
+
+    An idle or sleeping sandbox on it is stopped first (its changes are not synced: they
+    are being deleted). While a script still runs on it the delete is refused, unless
+    --force, which stops that job too.
+    """
     if not yes and sys.stdin.isatty():
         click.confirm(f"Delete workspace '{workspace_id}' and all its data?", abort=True)
-    state.client().delete_workspace(workspace_id)
+    state.client().delete_workspace(workspace_id, force=force)
     click.echo(f"Deleted workspace {workspace_id}")
 
 

@@ -41,6 +41,7 @@ class NewJob:
     file_ids: list[str] = field(default_factory=list)
     disk_gb: int | None = None
     rootfs_type: str = "standard"
+    timeout_s: float | None = None  # the script's wall-clock limit; None: the server's default
 
 
 INLINE_LOG_ROWS = 500
@@ -174,6 +175,7 @@ class JobStore:
             "file_ids": job.file_ids,
             "disk_gb": job.disk_gb,
             "rootfs_type": job.rootfs_type,
+            "timeout_s": job.timeout_s,
             "status": JobStatus.PENDING.value,
             "vm_status": VmStatus.PENDING.value,
             "log_count": 0,

@@ -8,7 +8,14 @@ so a change committed between the read and the wait is never missed.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+# The notifier is in-process; re-reading this often keeps waits correct when the event
+# ingest runs in another process sharing the database.
+RECHECK_S = 1.0
 
 
 class JobNotifier:
@@ -60,3 +67,29 @@ class JobNotifier:
     def waiting(self, job_id: str) -> int:
         """How many waiters a job has (for tests and metrics)."""
         return len(self._waiters.get(job_id, ()))
+
+
+async def wait_until(
+    notifier: JobNotifier,
+    job_id: str,
+    read: Callable[[], Awaitable[T]],
+    done: Callable[[T], bool],
+    timeout: float,
+) -> T:
+    """``read()`` once ``done`` holds for it, or as it is after ``timeout`` seconds.
+
+    Woken by every change of ``job_id``; re-read at least every ``RECHECK_S`` anyway.  On
+    shutdown (notifier closed) it answers at once with what it read.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        fut = notifier.subscribe(job_id)
+        try:
+            value = await read()
+            remaining = deadline - loop.time()
+            if done(value) or remaining <= 0 or notifier.closed:
+                return value
+            await notifier.wait(fut, min(remaining, RECHECK_S))
+        finally:
+            notifier.unsubscribe(job_id, fut)

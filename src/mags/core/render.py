@@ -31,6 +31,7 @@ JOB_COLUMNS: list[Column[Any]] = [
     jobs.c.startup_command,
     jobs.c.disk_gb,
     jobs.c.rootfs_type,
+    jobs.c.timeout_s,
     jobs.c.created_at,
     jobs.c.started_at,
     jobs.c.finished_at,

@@ -79,6 +79,8 @@ jobs = Table(
     Column("file_ids", JSON, nullable=False),
     Column("disk_gb", Integer),
     Column("rootfs_type", String(32), nullable=False, default="standard"),
+    # the script's wall-clock limit asked for at submit (null: the server's default)
+    Column("timeout_s", Double),
     Column("status", String(16), nullable=False),
     Column("vm_status", String(16), nullable=False),
     Column("exit_code", Integer),

@@ -64,6 +64,7 @@ VM_TRANSITIONS: dict[VmStatus, frozenset[VmStatus]] = {
 }
 
 SCRIPT_DONE = frozenset({J.COMPLETED, J.ERROR})
+VM_STARTING = frozenset({V.PENDING, V.STARTING})  # the sandbox is not created yet
 VM_ACTIVE = frozenset({V.STARTING, V.RUNNING, V.SLEEPING, V.STOPPING})
 
 
@@ -71,6 +72,14 @@ def script_done(row: Any) -> bool:
     """Whether a job row's script has exited (or will never run), as :attr:`JobState.script_done`."""
     m = row._mapping
     return m["finished_at"] is not None or m["status"] in SCRIPT_DONE
+
+
+def still_starting(job_id: str, waited: float) -> Conflict:
+    """The 409 for a sandbox that was not created while a request (access, exec...) waited for it."""
+    return Conflict(
+        f"the sandbox of job {job_id} is still starting (waited {waited:g} s): try again in a moment",
+        code="sandbox_starting",
+    )
 
 
 class IllegalTransition(Conflict):

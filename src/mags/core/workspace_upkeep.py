@@ -14,7 +14,7 @@ from sqlalchemy import Connection, and_, case, delete, func, or_, select, update
 from sqlalchemy.engine import Row
 
 from mags.core.schema import jobs, workspaces
-from mags.core.workspaces import LIVE_VM_STATUSES, WorkspaceStore, get_row, live_jobs
+from mags.core.workspaces import LIVE_JOB_COLUMNS, LIVE_VM_STATUSES, WorkspaceStore, get_row, live_jobs
 from mags.errors import Conflict, NotFound
 
 STALE_DELETE_S = 300.0  # a delete marked this long ago was interrupted: the janitor finishes it
@@ -22,7 +22,7 @@ STALE_DELETE_S = 300.0  # a delete marked this long ago was interrupted: the jan
 
 def _users_of_base(conn: Connection, user_id: int, name: str) -> list[Row[Any]]:
     """Live jobs running on top of workspace ``name`` without a workspace of their own."""
-    stmt = select(jobs.c.request_id).where(
+    stmt = select(*LIVE_JOB_COLUMNS).where(
         and_(
             jobs.c.user_id == user_id,
             jobs.c.base_workspace_id == name,
@@ -33,8 +33,13 @@ def _users_of_base(conn: Connection, user_id: int, name: str) -> list[Row[Any]]:
     return list(conn.execute(stmt).all())
 
 
-def _begin_delete(conn: Connection, user_id: int, name: str, now: float) -> Row[Any]:
-    """Mark a workspace as being deleted, unless a job or a fork still needs it."""
+def _holders(conn: Connection, user_id: int, name: str) -> list[Row[Any]]:
+    """Every live job that holds workspace ``name``: its own, and ephemeral ones on top of it."""
+    return live_jobs(conn, user_id, name) + _users_of_base(conn, user_id, name)
+
+
+def _deletable(conn: Connection, user_id: int, name: str) -> Row[Any]:
+    """The workspace row, unless it is missing, being deleted or a base of forks."""
     row = get_row(conn, user_id, name)
     if row is None:
         raise NotFound(f"workspace {name} not found")
@@ -47,12 +52,20 @@ def _begin_delete(conn: Connection, user_id: int, name: str, now: float) -> Row[
     if forks:
         names = ", ".join(f[0] for f in forks)
         raise Conflict(f'workspace "{name}" is the base of {names} — delete the forks first')
-    busy = live_jobs(conn, user_id, name) + _users_of_base(conn, user_id, name)
+    return row
+
+
+def _begin_delete(conn: Connection, user_id: int, name: str, now: float) -> Row[Any]:
+    """Mark a workspace as being deleted, unless a job or a fork still needs it."""
+    row = _deletable(conn, user_id, name)
+    busy = _holders(conn, user_id, name)
     if busy:
+        # the workspace admin frees it first; a job that took it meanwhile (another server) lands here
         raise Conflict(
-            f'workspace "{name}" is in use by job {busy[0]._mapping["request_id"]} (stop it first)'
+            f'workspace "{name}" is in use by job {busy[0]._mapping["request_id"]} (stop it first)',
+            code="workspace_in_use",
         )
-    conn.execute(update(workspaces).where(workspaces.c.id == m["id"]).values(deleting_at=now))
+    conn.execute(update(workspaces).where(workspaces.c.id == row._mapping["id"]).values(deleting_at=now))
     return row
 
 
@@ -159,6 +172,14 @@ def _mark_expired(conn: Connection, ws_id: int, now: float, retention_s: float) 
 
 class WorkspaceUpkeep(WorkspaceStore):
     """Workspace rows for deleting, expiring and garbage-collecting."""
+
+    async def deletable(self, user_id: int, name: str) -> Row[Any]:
+        """The workspace if it may be deleted once nothing holds it (404 / 409 otherwise)."""
+        return await self.db.read(_deletable, user_id, name)
+
+    async def holders(self, user_id: int, name: str) -> list[Row[Any]]:
+        """Live jobs holding the workspace (its own, and ephemeral ones using it as a base)."""
+        return await self.db.read(_holders, user_id, name)
 
     async def begin_delete(self, user_id: int, name: str) -> Row[Any]:
         return await self.db.write(_begin_delete, user_id, name, self.clock())

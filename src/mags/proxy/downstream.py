@@ -232,6 +232,7 @@ class ClientConnection(RequestParsing, asyncio.Protocol):
             fresh = target is None
             if target is None:
                 target = check_target(await self.router.resolve(req.label))  # type: ignore[arg-type]
+            target = await self.proxy.wait_started(req.label, target)  # type: ignore[arg-type]
             up = self.upstream
             if up is None or up.key != (target.vm_id, target.port):
                 up = await self._dial(req, target, fresh)

@@ -117,7 +117,7 @@ class RequestParsing:
         elif host == self._last_host:  # a keep-alive connection asks for the same host again
             label = self._last_label
         else:
-            label = host_label(host, self.proxy.domain)
+            label = host_label(host, self.proxy.domains)
             self._last_host, self._last_label = host, label
         retry_ok = not self._has_body and method in _IDEMPOTENT
         req = Request(label, b"".join(parts), method == b"HEAD", p.should_keep_alive(), retry_ok)

@@ -1,4 +1,4 @@
-"""Host name → target: ``<label>.<apps_domain>[:port]`` to a job's sandbox and port.
+"""Host name → target: ``<label>.<served domain>[:port]`` to a job's sandbox and port.
 
 Lookups hit the database (``core/urls.py``) at most once per label per ``ttl`` seconds:
 the proxy routes every request, and a keep-alive connection may carry thousands per second.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from typing import Protocol
 
 from mags.core.urls import Miss, Target
@@ -29,8 +30,12 @@ def _retrieve(fut: asyncio.Future[object]) -> None:
         fut.exception()  # a failed background refresh: the next request looks again
 
 
-def host_label(host: bytes, domain: str) -> str | None:
-    """The single label left of ``.domain`` in a Host header value, or None if it has none."""
+def host_label(host: bytes, domains: Sequence[str] | str) -> str | None:
+    """The single label left of one of ``domains`` in a Host header value, or None if none.
+
+    Labels are global: ``<label>.<any served domain>`` is the same app.  Pass the domains
+    longest first when one is a suffix of another (``apps.example.com``, ``example.com``).
+    """
     try:
         name = host.decode("ascii").strip().lower()
     except UnicodeDecodeError:
@@ -39,10 +44,12 @@ def host_label(host: bytes, domain: str) -> str | None:
         return None
     name = name.rsplit(":", 1)[0] if ":" in name else name
     name = name.rstrip(".")
-    if len(name) <= len(domain) + 1 or not name.endswith(domain) or name[-len(domain) - 1] != ".":
-        return None
-    label = name[: -len(domain) - 1]
-    return None if "." in label else label
+    for domain in (domains,) if isinstance(domains, str) else domains:
+        if len(name) <= len(domain) + 1 or not name.endswith(domain) or name[-len(domain) - 1] != ".":
+            continue
+        label = name[: -len(domain) - 1]
+        return None if "." in label else label
+    return None
 
 
 def check_target(result: Target | Miss) -> Target:
@@ -55,14 +62,20 @@ def check_target(result: Target | Miss) -> Target:
             raise ProxyError(404, "no-sandbox", "No sandbox behind this alias",
                              f"The alias points at a workspace with no sandbox ({result.detail}).")  # fmt: skip
         raise not_found()
-    status = result.vm_status
-    if status in ("running", "sleeping", "starting"):
+    # pending / starting: the connection waits for the sandbox (EdgeProxy.wait_started)
+    if result.vm_status in ("running", "sleeping", "starting", "pending"):
         return result
-    if status == "pending":
-        raise ProxyError(503, "starting", "Sandbox is starting",
-                         "This sandbox has not started yet. Try again in a few seconds.")  # fmt: skip
     raise ProxyError(410, "stopped", "Sandbox stopped",
                      "The sandbox behind this URL has been stopped. Start it again to serve this URL.")  # fmt: skip
+
+
+def still_starting(waited: float) -> ProxyError:
+    """The 503 for a sandbox that did not start while a request waited for it."""
+    detail = f"This sandbox has not started yet (waited {waited:g} s). Try again in a few seconds."
+    return ProxyError(503, "starting", "Sandbox is starting", detail)
+
+
+STARTING = ("pending", "starting")
 
 
 class Router:

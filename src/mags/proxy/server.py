@@ -22,16 +22,19 @@ from typing import Any
 from mags.config import Settings
 from mags.core.db import Database
 from mags.core.ids import Clock
-from mags.core.urls import UrlStore
+from mags.core.urls import Target, UrlStore
 from mags.errors import ConfigError
 from mags.proxy.dialer import Dialer
 from mags.proxy.downstream import ClientConnection
-from mags.proxy.routing import Router, RouteSource
+from mags.proxy.routing import STARTING, Router, RouteSource, check_target, still_starting
 from mags.scheduler.registry import AgentRegistry
 
 log = logging.getLogger(__name__)
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# a request for a sandbox that is still being created re-reads its route this often (this
+# process has no notifier: the control plane that launches the sandbox may be elsewhere)
+START_POLL_S = 0.2
 
 
 def parse_networks(spec: str) -> list[IpNetwork]:
@@ -68,7 +71,7 @@ def server_tls_context(settings: Settings) -> ssl.SSLContext | None:
 
 
 class EdgeProxy:
-    """Routes ``<label>.<apps_domain>`` requests to sandbox ports."""
+    """Routes ``<label>.<served domain>`` requests to sandbox ports."""
 
     def __init__(
         self,
@@ -79,8 +82,10 @@ class EdgeProxy:
         route_ttl: float = 1.0,
     ) -> None:
         self.settings = settings
-        self.domain = settings.apps_domain
+        # longest first: with apps.example.com and example.com both served, x.apps.example.com is "x"
+        self.domains = sorted(settings.served_apps_domains, key=len, reverse=True)
         self.router = Router(routes, ttl=route_ttl)
+        self.start_wait = settings.start_wait_s
         touch = max(1.0, min(30.0, settings.idle_timeout_s / 4))
         self.dialer = Dialer(registry, wake_timeout=settings.proxy_wake_timeout_s, touch_interval=touch)
         self.scheme = b"https" if settings.proxy_tls else b"http"
@@ -93,6 +98,24 @@ class EdgeProxy:
         """Forget cached routes of ``labels`` (URLs enabled, aliases changed)."""
         for label in labels:
             self.router.forget(label)
+
+    async def wait_started(self, label: str, target: Target) -> Target:
+        """``target`` once its sandbox is created (bounded by ``start_wait_s``; then 503).
+
+        ``run -p`` then at once a request to its URL is what scripts do: they should get the
+        app, not an error page, as soon as the sandbox runs.
+        """
+        if target.vm_status not in STARTING:
+            return target
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.start_wait
+        while loop.time() < deadline:
+            await asyncio.sleep(min(START_POLL_S, max(0.0, deadline - loop.time())))
+            target = check_target(await self.router.source.route(label))
+            if target.vm_status not in STARTING:
+                self.router.forget(label)  # the cached route still says it is starting
+                return target
+        raise still_starting(self.start_wait)
 
     def is_trusted(self, host: str) -> bool:
         """Whether a peer's own X-Forwarded-* headers are kept (a load balancer in front of us)."""

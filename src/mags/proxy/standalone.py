@@ -100,7 +100,8 @@ async def _serve(settings: Settings, stop: asyncio.Event, *, socks: list[socket.
             await loop.connect_read_pipe(lambda: _Control(proxy, stop), sys.stdin)
         freeze_startup_heap()
         if not control:
-            print(f"mags edge proxy ready on port {proxy.port} for *.{settings.apps_domain}", flush=True)
+            domains = ", ".join(f"*.{d}" for d in settings.served_apps_domains)
+            print(f"mags edge proxy ready on port {proxy.port} for {domains}", flush=True)
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), AGENT_REFRESH_S)

@@ -6,9 +6,15 @@ Layout under ``Settings.images_path``::
     <name>/<version>/image.json     recipe, build time, environment for processes
     <name>/current -> <version>     what new sandboxes use
 
-``version`` is a hash of the recipe (packages, suite, mirror, extra CA certificates, build
-steps), so an image is rebuilt only when its recipe changes, and a running sandbox keeps the
-version it started on (old versions stay until no sandbox uses them).
+``version`` is a hash of the recipe (packages, suite, mirror, extra CA certificates, the guest
+files below, build steps), so an image is rebuilt only when its recipe changes, and a running
+sandbox keeps the version it started on (old versions stay until no sandbox uses them).
+
+Guest files (``runtime/guest/``): ``apk.py`` and its name table ``apk-map.txt`` become the
+guest's ``apk`` (Alpine's package commands carried out by apt-get), because hosted Mags guests
+are Alpine and its docs install everything with ``apk add``.  The image keeps apt's package
+lists (compressed, ~19 MB) so ``apt-get install`` works in a fresh sandbox; ``apk`` refreshes
+them when they are a day old.
 """
 
 from __future__ import annotations
@@ -29,9 +35,33 @@ from pathlib import Path
 from mags.config import Settings
 from mags.errors import ImageError, ValidationError
 
-BUILD_STEPS_VERSION = 4
+BUILD_STEPS_VERSION = 7
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+GUEST_DIR = Path(__file__).resolve().parent / "guest"
+GUEST_APK = "usr/local/lib/mags/apk"  # apk.py + apk-map.txt; /usr/local/bin/apk and /sbin/apk link here
+GUEST_APK_FILES = ("apk.py", "apk-map.txt")
+UPDATE_STAMP = "/var/lib/apt/periodic/update-success-stamp"
+
+# /etc/apt/apt.conf.d/90mags, in place before the image's `apt-get update`.  As in Debian's
+# container images: package lists kept compressed and without translations (~19 MB instead of
+# ~80 MB); no binary caches on disk (apt rebuilds them in memory, ~1 s a run, instead of ~70 MB
+# copied up into every sandbox that installs a package and synced with its workspace); no
+# downloaded .debs kept.  A successful update touches the stamp `apk` reads the lists' age from.
+APT_CONF = f"""\
+// mags guest image (mags/runtime/image.py)
+Acquire::Languages "none";
+Acquire::GzipIndexes "true";
+Dir::Cache::pkgcache "";
+Dir::Cache::srcpkgcache "";
+APT::Keep-Downloaded-Packages "false";
+DPkg::Post-Invoke {{ "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; }};
+APT::Update::Post-Invoke-Success {{ "mkdir -p {os.path.dirname(UPDATE_STAMP)} && touch {UPDATE_STAMP} || true"; }};
+"""
+
+# Maintainer scripts must not start daemons (`apk add redis` on Alpine starts nothing either;
+# a started one would outlive the install in the sandbox): invoke-rc.d asks this first.
+POLICY_RC_D = "#!/bin/sh\n# mags: no service starts from package installs (see invoke-rc.d(8))\nexit 101\n"
 
 
 @dataclass(frozen=True)
@@ -60,6 +90,8 @@ RECIPES: dict[str, Recipe] = {
             "REQUESTS_CA_BUNDLE": CA_BUNDLE,
             "NODE_EXTRA_CA_CERTS": CA_BUNDLE,
             "PIP_BREAK_SYSTEM_PACKAGES": "1",
+            # pip as root is the sandbox's normal case (as on Mags): no warning on every install
+            "PIP_ROOT_USER_ACTION": "ignore",
         },
     ),
 }
@@ -99,6 +131,9 @@ def _extra_cas(settings: Settings) -> list[Path]:
 def recipe_version(settings: Settings, recipe: Recipe, mirror: str) -> str:
     h = hashlib.sha256()
     h.update(json.dumps([BUILD_STEPS_VERSION, recipe.suite, recipe.base, recipe.packages, recipe.env, mirror]).encode())
+    for name in GUEST_APK_FILES:
+        h.update(name.encode())
+        h.update((GUEST_DIR / name).read_bytes())
     for ca in _extra_cas(settings):
         h.update(ca.name.encode())
         h.update(ca.read_bytes())
@@ -140,7 +175,7 @@ def image_is_current(settings: Settings, name: str = "standard") -> bool:
 
 def _run(cmd: list[str], log: Callable[[str], None], env: dict[str, str] | None = None) -> None:
     log("$ " + " ".join(cmd[:6]) + (" ..." if len(cmd) > 6 else ""))
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         tail = (proc.stdout + proc.stderr).strip().splitlines()[-15:]
         raise ImageError(f"image build step failed ({cmd[0]}):\n" + "\n".join(tail))
@@ -210,11 +245,14 @@ def _install_packages(settings: Settings, recipe: Recipe, rootfs: Path, say: Cal
         dest.mkdir(parents=True, exist_ok=True)
         for ca in cas:
             shutil.copy(ca, dest / ca.name)
+    (rootfs / "etc" / "apt" / "apt.conf.d" / "90mags").write_text(APT_CONF)
+    # The package lists stay in the image: `apt-get install X` must work in a fresh sandbox.
+    # debootstrap leaves an uncompressed Packages file (50 MB) that `apt-get update` would keep.
     script = (
         "set -e; export DEBIAN_FRONTEND=noninteractive; mount -t proc proc /proc; "
-        "update-ca-certificates >/dev/null; apt-get update -q; "
+        "update-ca-certificates >/dev/null; rm -rf /var/lib/apt/lists/*; apt-get update -q; "
         f"apt-get install -y -q --no-install-recommends {' '.join(recipe.packages)}; "
-        "apt-get clean; rm -rf /var/lib/apt/lists/*; umount /proc"
+        "apt-get clean; umount /proc"
     )
     say(f"installing {len(recipe.packages)} packages into the image")
     _run(["unshare", "--mount", "--pid", "--fork", "chroot", str(rootfs), "/bin/sh", "-c", script], say,
@@ -241,8 +279,28 @@ def _drop_file_capabilities(rootfs: Path) -> int:
     return count
 
 
+def _install_apk(rootfs: Path) -> None:
+    """The guest's ``apk``: apk.py and its name table, linked as /usr/local/bin/apk and /sbin/apk."""
+    dest = rootfs / GUEST_APK
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in GUEST_APK_FILES:
+        shutil.copyfile(GUEST_DIR / name, dest / name)
+        os.chmod(dest / name, 0o755 if name.endswith(".py") else 0o644)
+    # relative links: they resolve the same inside the sandbox and when the image is inspected
+    for link, target in (("usr/local/bin/apk", "../lib/mags/apk/apk.py"), ("usr/sbin/apk", "../local/bin/apk")):
+        path = rootfs / link
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_symlink() or path.exists():
+            path.unlink()
+        os.symlink(target, path)
+
+
 def _finish_rootfs(rootfs: Path) -> None:
     _drop_file_capabilities(rootfs)
+    _install_apk(rootfs)
+    policy = rootfs / "usr" / "sbin" / "policy-rc.d"
+    policy.write_text(POLICY_RC_D)
+    os.chmod(policy, 0o755)
     (rootfs / "etc" / "hostname").write_text("mags-vm\n")
     (rootfs / "etc" / "hosts").write_text("127.0.0.1\tlocalhost\n127.0.1.1\tmags-vm\n::1\tlocalhost ip6-localhost\n")
     (rootfs / "etc" / "resolv.conf").write_text("")  # bind-mounted per sandbox

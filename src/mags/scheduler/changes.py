@@ -35,6 +35,8 @@ REQUEUE_REASON = "requeued: server restarted before it started"
 SPAWNED_REASON = "sandbox started, script running (recorded by the agent; reported after a restart)"
 SPAWNED_LOST_REASON = f"{RESTART_REASON}: the script had started, its result was lost"
 REPLACED_PREFIX = "replaced by job "
+# a workspace delete stops the idle VM on it (with --force, also a running script)
+WORKSPACE_DELETED_REASON = "workspace deleted"
 
 
 def replaced_reason(job_id: str) -> str:
@@ -50,8 +52,11 @@ def requeue_reason(why: str | None) -> str:
 
 
 def planned_stop(reason: str | None) -> bool:
-    """A stop that is the normal end of a persistent VM (user stop, replacement), not a failure."""
-    return bool(reason) and (reason == USER_STOP_REASON or reason.startswith(REPLACED_PREFIX))
+    """A stop that is the normal end of a persistent VM (user stop, replacement, workspace
+    deletion), not a failure."""
+    return bool(reason) and (
+        reason in (USER_STOP_REASON, WORKSPACE_DELETED_REASON) or reason.startswith(REPLACED_PREFIX)
+    )
 
 
 @dataclass

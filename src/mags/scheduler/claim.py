@@ -42,6 +42,7 @@ CLAIM_COLUMNS = (
     jobs.c.file_ids,
     jobs.c.disk_gb,
     jobs.c.rootfs_type,
+    jobs.c.timeout_s,
     jobs.c.vm_id,
     jobs.c.created_at,
 )

@@ -19,7 +19,8 @@ from mags.agent.models import AgentClient, ExecRequest, ExecResult, SandboxSetti
 from mags.config import Settings
 from mags.core.files import FileStore
 from mags.core.jobs import JobStore, NewJob
-from mags.core.states import SCRIPT_DONE, VmStatus
+from mags.core.notify import wait_until
+from mags.core.states import SCRIPT_DONE, VM_STARTING, VmStatus, still_starting
 from mags.core.workspaces import SyncCommit, WorkspaceStore
 from mags.errors import AgentError, CommitConflict, Conflict, MagsError, ValidationError
 from mags.scheduler.admission import WorkspaceAdmission
@@ -119,13 +120,32 @@ class JobController:
             row = await self.jobs.get(user_id, job_id)
         return row
 
-    async def stop(self, user_id: int, job_id: str, reason: str = USER_STOP_REASON) -> Row[Any]:
+    async def wait_started(self, user_id: int, job_id: str, timeout: float | None = None) -> Row[Any]:
+        """The job once its sandbox is no longer pending/being created, or after ``timeout``.
+
+        ``timeout`` defaults to ``start_wait_s``.  Woken by the job's state changes (the event
+        ingest notifies), so an access or exec sent right after ``run`` answers as soon as the
+        sandbox runs.  A caller checks ``vm_status`` of the row it gets (still starting: 409).
+        """
+        wait = self.settings.start_wait_s if timeout is None else timeout
+        return await wait_until(
+            self.applier.notifier,
+            job_id,
+            lambda: self.jobs.get(user_id, job_id),
+            lambda row: row._mapping["vm_status"] not in VM_STARTING,
+            wait,
+        )
+
+    async def stop(
+        self, user_id: int, job_id: str, reason: str = USER_STOP_REASON, *, sync: bool = True
+    ) -> Row[Any]:
         """Stop a job's sandbox; returns the job as it is afterwards.
 
         Not yet claimed: cancelled (``error``, "stopped before start").  Being launched: waits
         for the launch, then stops.  Already stopped: 409.  A sandbox with a workspace is
         reported stopped only once the agent's own report arrived, i.e. after its final sync
         was committed: a run submitted right after the stop starts from that snapshot.
+        ``sync=False`` skips that final sync (the workspace is being deleted).
         """
         row = await self.jobs.get(user_id, job_id)
         m = row._mapping
@@ -142,7 +162,7 @@ class JobController:
         reported = self.applier.expect_agent_stop(job_id)
         try:
             try:
-                info = await agent.stop_sandbox(m["vm_id"], StopRequest(reason=reason, sync=True))
+                info = await agent.stop_sandbox(m["vm_id"], StopRequest(reason=reason, sync=sync))
             except MagsError as exc:
                 if exc.status_code not in (404, 410):  # SandboxGone, NotFound, or their HTTP status
                     raise AgentError(f"could not stop job {job_id}: {exc}") from exc
@@ -164,11 +184,14 @@ class JobController:
 
     # ------------------------------------------------------------------ live sandbox
     async def _live(self, user_id: int, job_id: str) -> tuple[Row[Any], AgentClient]:
-        """The job and its agent, if its sandbox is up (running or sleeping); else 409."""
-        row = await self._settled(user_id, job_id)
+        """The job and its agent once its sandbox is up (running or sleeping); else 409.
+
+        A sandbox still pending or being created is waited for (``start_wait_s``).
+        """
+        row = await self.wait_started(user_id, job_id)
         m = row._mapping
-        if m["vm_status"] == VmStatus.PENDING:
-            raise Conflict(f"sandbox of job {job_id} has not started yet (status pending)")
+        if m["vm_status"] in VM_STARTING:
+            raise still_starting(job_id, self.settings.start_wait_s)
         if m["vm_status"] not in _UP:
             raise Conflict(NOT_RUNNING)
         return row, self._agent(await self.jobs.get_internal(job_id), job_id)

@@ -114,6 +114,19 @@ def workspace_ref(row: Row[Any], ctx: LaunchContext) -> WorkspaceRef | None:
     return None
 
 
+def script_timeout(row: Row[Any], settings: Settings) -> float | None:
+    """The script's wall-clock limit: the job's own ``timeout_s``, else ``max_job_seconds``.
+
+    A persistent VM's script has no default limit: it may serve forever (``sleep infinity``,
+    a web server); one that asked for a limit gets it (the VM stays up after it, as after
+    any script).
+    """
+    own = row._mapping["timeout_s"]
+    if own is not None:
+        return float(own)
+    return None if row._mapping["persistent"] else float(settings.max_job_seconds)
+
+
 def sandbox_request(
     row: Row[Any], settings: Settings, ctx: LaunchContext | None = None, files_dir: Path | None = None
 ) -> SandboxRequest:
@@ -131,8 +144,7 @@ def sandbox_request(
         environment=m["environment"] or {},
         image=m["rootfs_type"],
         disk_gb=disk_gb,
-        # a persistent VM's script may serve forever (`sleep infinity`, a web server)
-        timeout_s=None if m["persistent"] else float(settings.max_job_seconds),
+        timeout_s=script_timeout(row, settings),
         persistent=bool(m["persistent"]),
         startup_command=m["startup_command"],
         no_sleep=bool(m["no_sleep"]) and bool(m["persistent"]),

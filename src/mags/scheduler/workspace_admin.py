@@ -4,7 +4,9 @@ The control plane owns a workspace's stored data: objects under ``ws/<key>/`` (d
 off the event loop, with :func:`~mags.storage.sync.gc.delete_repository`).  Agents own their
 local copies; we ask each of our agents to drop its copy (404: it had none).
 
-A delete is three steps: mark the row ``deleting`` (refused while a job or a fork needs the
+A delete is four steps: free the workspace (``scheduler/workspace_release.py``: an idle VM on
+it is stopped without a final sync, a sandbox being torn down is waited for, a running script
+is a 409 unless ``force``), mark the row ``deleting`` (refused while a job or a fork needs the
 workspace), remove local copies and objects, delete the row.  A delete cut short (crash,
 agent unreachable) is finished later by the janitor, which finds the mark.
 """
@@ -23,6 +25,7 @@ from mags.core.workspace_upkeep import WorkspaceUpkeep
 from mags.core.workspaces import store_prefix
 from mags.errors import Conflict, MagsError, StorageError
 from mags.scheduler.registry import AgentRegistry
+from mags.scheduler.workspace_release import WorkspaceRelease
 from mags.storage.objectstore import ObjectStore
 from mags.storage.sync.gc import delete_repository
 
@@ -40,17 +43,26 @@ class WorkspaceAdmin:
         registry: AgentRegistry,
         store: ObjectStore | None,
         lock: Callable[[int, str], contextlib.AbstractAsyncContextManager[Any]] | None = None,
+        release: WorkspaceRelease | None = None,
     ) -> None:
         self.workspaces = workspaces
         self.registry = registry
         self.store = store
         # the admission's per-workspace lock: a submit and a delete of one name never interleave
         self.lock = lock
+        self.release = release  # None: whatever uses the workspace is a 409 (no scheduler here)
 
-    async def delete(self, user_id: int, name: str) -> Row[Any]:
-        """Delete a user's workspace (409 while used or a base); returns the deleted row."""
+    async def delete(self, user_id: int, name: str, *, force: bool = False) -> Row[Any]:
+        """Delete a user's workspace; returns the deleted row.
+
+        An idle VM on it is stopped first (no final sync); 409 while a script runs on it
+        unless ``force`` (then it is stopped too), or while it is the base of a fork.
+        """
         guard = self.lock(user_id, name) if self.lock is not None else contextlib.nullcontext()
         async with guard:
+            if self.release is not None:
+                await self.workspaces.deletable(user_id, name)  # 404 / a fork's base: stop nothing
+                await self.release.free(user_id, name, force=force)
             row = await self.workspaces.begin_delete(user_id, name)
         try:
             await self.purge(row)

@@ -155,13 +155,18 @@ class AsyncMags:
         disk_gb: int | None = None,
         no_sync: bool = False,
         rootfs_type: str | None = None,
+        timeout_s: float | None = None,
     ) -> dict:
-        """Submit a job; return ``{"request_id": ..., "status": "accepted"}`` at once."""
+        """Submit a job; return ``{"request_id": ..., "status": "accepted"}`` at once.
+
+        ``timeout_s``: the script's wall-clock limit in seconds (at most the server's
+        ``max_job_seconds``); past it the script is killed and the job ends ``error``.
+        """
         payload = build_run_payload(
             script, name=name, workspace_id=workspace_id, base_workspace_id=base_workspace_id,
             persistent=persistent, no_sleep=no_sleep, ephemeral=ephemeral,
             startup_command=startup_command, environment=environment, file_ids=file_ids,
-            disk_gb=disk_gb, no_sync=no_sync, rootfs_type=rootfs_type,
+            disk_gb=disk_gb, no_sync=no_sync, rootfs_type=rootfs_type, timeout_s=timeout_s,
         )  # fmt: skip
         return await self._call(ep.submit_job(payload))
 
@@ -171,7 +176,9 @@ class AsyncMags:
         """Submit a job and block until its script ends (long-poll, no fixed-interval polling).
 
         Returns ``request_id, status, exit_code, duration_ms, logs``; ``timeout=None`` waits
-        forever.  ``opts`` are the keyword options of :meth:`run`.
+        forever.  ``opts`` are the keyword options of :meth:`run`.  ``timeout`` only bounds
+        this wait (as in the published SDK); ``timeout_s=N`` limits the job's own run time on
+        the server (it ends ``error``, "timed out after N s").
         """
         payload = build_run_payload(script, **opts)
         return await self._drive(flows.run_and_wait(payload, timeout=timeout, poll_interval=poll_interval))
@@ -343,9 +350,12 @@ class AsyncMags:
         """``{"workspaces": [...], "total": N}``."""
         return await self._call(ep.list_workspaces())
 
-    async def delete_workspace(self, workspace_id: str) -> dict:
-        """Delete a workspace and its stored data (409 while a job uses it)."""
-        return await self._call(ep.delete_workspace(workspace_id))
+    async def delete_workspace(self, workspace_id: str, *, force: bool = False) -> dict:
+        """Delete a workspace and its stored data; an idle VM on it is stopped first.
+
+        409 while a script still runs on it, unless ``force`` (then that job is stopped too).
+        """
+        return await self._call(ep.delete_workspace(workspace_id, force))
 
     # ------------------------------------------------------------------ URL aliases
     async def url_alias_create(self, subdomain: str, workspace_id: str, domain: str | None = None) -> dict:

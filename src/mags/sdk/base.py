@@ -112,12 +112,22 @@ def _error_message(status: int, content: bytes) -> str:
     return text[:300] if text and not text.startswith("<") else f"HTTP {status}"
 
 
+def _error_code(content: bytes) -> str | None:
+    try:
+        body = json.loads(content) if content else None
+    except ValueError:
+        return None
+    code = body.get("code") if isinstance(body, dict) else None
+    return code if isinstance(code, str) and code else None
+
+
 def error_for(status: int, content: bytes, *, has_token: bool) -> ClientError:
-    """Turn an answer with status >= 400 into a ClientError carrying the server's message."""
+    """Turn an answer with status >= 400 into a ClientError carrying the server's message
+    (and its machine ``code``, e.g. ``workspace_in_use``, when the answer has one)."""
     msg = _error_message(status, content)
     if status == 401 and not has_token:
         msg = f"not logged in: run `mags login` or set MAGS_API_TOKEN ({msg})"
-    return ClientError(msg, status_code=status)
+    return ClientError(msg, status_code=status, code=_error_code(content))
 
 
 def decode(status: int, content: bytes, *, has_token: bool, not_found_ok: bool = False) -> Any:
@@ -164,6 +174,7 @@ def build_run_payload(
     disk_gb: int | None = None,
     no_sync: bool = False,
     rootfs_type: str | None = None,
+    timeout_s: float | None = None,
 ) -> dict[str, Any]:
     """The ``POST /mags-jobs`` body, built like the published SDK (the server validates modes)."""
     _check_str("script", script)
@@ -196,6 +207,10 @@ def build_run_payload(
         payload["disk_gb"] = disk_gb
     if rootfs_type:
         payload["rootfs_type"] = rootfs_type
+    if timeout_s is not None:  # a mags extension; sent only when asked for
+        if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or not timeout_s > 0:
+            raise ValidationError("timeout_s must be a positive number of seconds")
+        payload["timeout_s"] = timeout_s
     return payload
 
 

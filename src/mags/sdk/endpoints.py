@@ -43,8 +43,9 @@ def list_workspaces() -> Call:
     return Call("GET", "/mags-workspaces")
 
 
-def delete_workspace(workspace_id: str) -> Call:
-    return Call("DELETE", f"/mags-workspaces/{check_id('workspace_id', workspace_id)}")
+def delete_workspace(workspace_id: str, force: bool = False) -> Call:
+    params = {"force": "true"} if force else None  # the published SDK sends none
+    return Call("DELETE", f"/mags-workspaces/{check_id('workspace_id', workspace_id)}", params=params)
 
 
 def url_alias_create(subdomain: str, workspace_id: str, domain: str | None) -> Call:

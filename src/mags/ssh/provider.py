@@ -13,6 +13,7 @@ from typing import Any
 
 from mags.config import Settings
 from mags.core.db import Database
+from mags.core.states import VM_STARTING, still_starting
 from mags.core.tokens import Principal
 from mags.errors import Conflict, MagsError
 from mags.ssh.keys import ALIVE_VM, SshKeyStore
@@ -28,12 +29,15 @@ class SshAccessProvider:
     def __init__(self, settings: Settings, db: Database, clock: Callable[[], float]) -> None:
         self.keys = SshKeyStore(db, clock)
         self.host = settings.ssh_public_host
+        self.start_wait = settings.start_wait_s
         # the embedded server sets the bound port here once the gateway listens (ssh_port 0)
         self.port: int | None = settings.ssh_port or None
 
     async def grant(self, principal: Principal, job: Any, port: int) -> dict[str, Any]:
         """Issue a key for ``job`` (already checked to be the caller's); 409 unless it is alive."""
         m = job._mapping
+        if m["vm_status"] in VM_STARTING:  # the access route waited start_wait_s for it
+            raise still_starting(m["request_id"], self.start_wait)
         if m["vm_status"] not in ALIVE_VM or not m["vm_id"]:
             raise Conflict(
                 f"job {m['request_id']} has no running or sleeping sandbox (vm_status {m['vm_status']})"

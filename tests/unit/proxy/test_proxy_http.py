@@ -77,18 +77,55 @@ async def test_unknown_hosts_get_a_clear_404_and_health_answers(h: Harness) -> N
         assert (await c.get("/healthz")).text == "ok\n"
 
 
-async def test_port_not_enabled_stopped_and_pending(h: Harness) -> None:
+async def test_port_not_enabled_and_stopped(h: Harness) -> None:
     h.routes.table["p"] = Miss("port", "port 3000 of this sandbox has no public URL")
     h.add("gone", "vm-2", 1, vm_status="stopped")
-    h.add("soon", "vm-3", 1, vm_status="pending")
     async with client(h, "p") as c:
         r = await c.get("/")
         assert r.status_code == 404 and "3000" in r.text
     async with client(h, "gone") as c:
         assert (await c.get("/")).status_code == 410
-    async with client(h, "soon") as c:
-        r = await c.get("/")
-        assert r.status_code == 503 and r.headers["retry-after"]
+
+
+async def test_a_request_for_a_starting_sandbox_waits_for_it(up_port: int) -> None:
+    async with running_proxy(start_wait_s=5) as h:
+        h.add("soon", "vm-3", up_port, vm_status="pending")
+
+        async def started() -> None:
+            await asyncio.sleep(0.5)
+            h.add("soon", "vm-3", up_port, vm_status="running")
+
+        task = asyncio.create_task(started())
+        async with client(h, "soon") as c:
+            t = asyncio.get_running_loop().time()
+            r = await c.get("/headers")
+            assert r.status_code == 200, r.text
+            assert 0.4 < asyncio.get_running_loop().time() - t < 4
+            assert (await c.get("/headers")).status_code == 200  # the fresh route is used after
+        await task
+
+
+async def test_a_sandbox_that_never_starts_is_a_503_after_the_wait(up_port: int) -> None:
+    async with running_proxy(start_wait_s=0.3) as h:
+        h.add("soon", "vm-3", up_port, vm_status="starting")
+        async with client(h, "soon") as c:
+            r = await c.get("/")
+        assert r.status_code == 503 and r.headers["retry-after"] and r.headers["x-mags-error"] == "starting"
+        assert "waited 0.3 s" in r.text
+
+
+async def test_every_served_domain_routes(up_port: int) -> None:
+    async with running_proxy(apps_domains="apps.example.com,example.com,localhost") as h:
+        h.add("app", "vm-1", up_port)
+        for domain in ("apps.example.com", "example.com", "localhost"):
+            async with httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{h.port}", headers={"host": f"app.{domain}:{h.port}"}
+            ) as c:
+                r = await c.get("/headers")
+                assert r.status_code == 200 and r.json()["headers"]["host"] == f"app.{domain}:{h.port}"
+        other = {"host": "app.other.org"}
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{h.port}", headers=other) as c:
+            assert (await c.get("/")).status_code == 404
 
 
 async def test_app_not_listening_is_a_502_that_says_so(h: Harness) -> None:

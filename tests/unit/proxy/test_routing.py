@@ -31,10 +31,28 @@ def test_host_label(host: bytes, label: str | None) -> None:
     assert host_label(host, "localhost") == label
 
 
+@pytest.mark.parametrize(
+    ("host", "label"),
+    [
+        (b"abc.apps.example.com", "abc"),
+        (b"abc.example.com:443", "abc"),
+        (b"ABC.localhost", "abc"),
+        (b"abc.apps.magpiecloud.com", None),  # not served here
+        (b"x.y.example.com", None),
+    ],
+)
+def test_host_label_with_several_served_domains(host: bytes, label: str | None) -> None:
+    # longest first, as EdgeProxy orders them: apps.example.com is not "<label>.example.com"
+    assert host_label(host, ["apps.example.com", "example.com", "localhost"]) == label
+
+
 def test_check_target() -> None:
     t = Target("j", 1, "vm-1", "a", "running", 8080)
     assert check_target(t) is t
-    for status, code in (("pending", 503), ("stopped", 410), ("stopping", 410)):
+    for status in ("pending", "starting", "sleeping"):  # pending/starting: the request waits for it
+        t = Target("j", 1, "vm-1", "a", status, 8080)
+        assert check_target(t) is t
+    for status, code in (("stopped", 410), ("stopping", 410)):
         with pytest.raises(ProxyError) as err:
             check_target(Target("j", 1, "vm-1", "a", status, 8080))
         assert err.value.status == code

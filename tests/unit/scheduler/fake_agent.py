@@ -3,7 +3,8 @@
 Scripts are a tiny language, one command per line or ``;``:
 
 * ``echo WORDS`` (``>&2`` at the end: stderr), ``spam N`` (N stdout lines)
-* ``sleep SECONDS`` / ``sleep infinity``, ``exit N``, ``true``, ``false``
+* ``sleep SECONDS`` / ``sleep infinity``, ``exit N``, ``true``, ``false``; a request's
+  ``timeout_s`` kills the script (exit 137, "timed out after N s") like the real agent
 * ``fail-start`` anywhere: ``create_sandbox`` raises like an agent that cannot start it
 
 Events follow the real agent's order: ``started``, ``log``..., ``exit``, then for
@@ -83,10 +84,19 @@ class FakeWorkspace:
 class FakeAgentClient:
     """Runs fake scripts in asyncio tasks and streams events like the real agent."""
 
-    def __init__(self, agent_id: str = "local", *, runtime: str = "fake", start_delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        agent_id: str = "local",
+        *,
+        runtime: str = "fake",
+        start_delay: float = 0.0,
+        teardown_delay: float = 0.0,
+    ) -> None:
         self.agent_id = agent_id
         self.runtime = runtime
         self.start_delay = start_delay
+        # between a non-persistent script's exit and its sandbox's `stopped` (the real agent: ~15 ms)
+        self.teardown_delay = teardown_delay
         self.sandboxes: dict[str, FakeSandbox] = {}
         self.created: list[SandboxRequest] = []
         self.stops: list[tuple[str, StopRequest]] = []
@@ -169,8 +179,17 @@ class FakeAgentClient:
         self.created.append(req)
         self.sandboxes[req.sandbox_id] = sb
         self.emit("started", req.sandbox_id, req.job_id)
-        sb.task = asyncio.create_task(self._run(sb))
+        sb.task = asyncio.create_task(self._run_limited(sb))
         return self._info(sb)
+
+    async def _run_limited(self, sb: FakeSandbox) -> None:
+        """The script under the request's wall-clock limit, as the real agent runs it."""
+        limit = sb.req.timeout_s
+        t0 = time.monotonic()
+        try:
+            await asyncio.wait_for(self._run(sb), limit if limit else None)
+        except TimeoutError:
+            self._script_ended(sb, 137, int((time.monotonic() - t0) * 1000), f"timed out after {limit:g} s")
 
     async def _run(self, sb: FakeSandbox) -> None:
         t0 = time.monotonic()
@@ -203,6 +222,13 @@ class FakeAgentClient:
         sb.exit_code = code
         self.emit("exit", sid, jid, exit_code=code, duration_ms=duration_ms, reason=reason)
         if not sb.req.persistent:
+            if self.teardown_delay:
+                asyncio.get_running_loop().call_later(self.teardown_delay, self._teardown, sb)
+            else:
+                self._end(sb, None, sync=True)
+
+    def _teardown(self, sb: FakeSandbox) -> None:
+        if sb.state != "stopped":  # not stopped by a request meanwhile
             self._end(sb, None, sync=True)
 
     # ------------------------------------------------------------------ workspaces

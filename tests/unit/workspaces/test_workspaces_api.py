@@ -54,12 +54,15 @@ async def test_delete_is_refused_while_used_or_a_base_and_for_other_tenants(
     cp: ControlPlane, alice: httpx.AsyncClient, bob: httpx.AsyncClient, agent: FakeAgentClient
 ) -> None:
     await persistent_run(alice, agent, "golden")
-    job = await submit(alice, "echo x", workspace_id="live", persistent=True)
-    await status(alice, job, until="completed")
+    job = await submit(alice, "sleep 30", workspace_id="live", persistent=True)
+    await vm_status(alice, job, "running")
     r = await alice.delete("/mags-workspaces/live")
     assert r.status_code == 409 and r.json() == {
-        "error": f'workspace "live" is in use by job {job} (stop it first)'
+        "error": f'workspace "live" is in use: job {job} is still running its script '
+        "(wait for it, stop it, or delete with force: mags workspace delete --force live)",
+        "code": "workspace_in_use",
     }
+    assert (await status(alice, job))["vm_status"] == "running"  # nothing was stopped
     pending = await submit(alice, "true", workspace_id="fork", base_workspace_id="golden")
     await status(alice, pending, until="completed")
     r = await alice.delete("/mags-workspaces/golden")
